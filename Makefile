@@ -1,0 +1,28 @@
+# Quick start: `make demo` runs the demo study, `make test` runs the test suite.
+# Both create (or reuse) the virtualenv .venv inside the repo and install the pinned dependencies.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install benchmarks clean-data
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/study demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/drr_generation.py
+
+clean-data:
+	rm -rf data
