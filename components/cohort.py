@@ -1,0 +1,91 @@
+"""A cohort: where each subject comes from, and which subjects go to which split.
+
+Subjects are described by small, picklable ``SubjectSource`` records (a phantom seed, or a CT and
+a landmark file) and loaded where they are rendered, so a cohort costs nothing to pass around.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from components import phantom, volumes
+from components.subject import Subject
+
+# Subjects of the train split also provide the novel_view split (their unseen views).
+SUBJECT_SPLITS = ("train", "val", "novel_subject")
+LANDMARK_SUFFIXES = (".mrk.json", ".fcsv", ".csv")
+
+
+@dataclass(frozen=True)
+class SubjectSource:
+    """How to load one subject: a procedural phantom, or files of a real CT."""
+
+    subject_id: str
+    kind: Literal["phantom", "files"]
+    phantom_seed: int = 0
+    voxel_size: float = 2.0
+    ct_path: str = ""
+    landmarks_path: str = ""
+    coordinates: Literal["ras", "lps", "voxel"] = "ras"
+
+    def load(self) -> Subject:
+        if self.kind == "phantom":
+            return phantom.phantom_subject(self.phantom_seed, voxel_size=self.voxel_size, subject_id=self.subject_id)
+        return volumes.load_subject(
+            self.ct_path, self.landmarks_path, coordinates=self.coordinates, subject_id=self.subject_id
+        )
+
+
+def phantom_cohort(count: int, seed: int, voxel_size: float = 2.0) -> list[SubjectSource]:
+    """``count`` phantom subjects whose anatomy follows from (seed, index)."""
+    seeds = np.random.SeedSequence(seed).generate_state(count, dtype=np.uint32)
+    return [
+        SubjectSource(subject_id=f"phantom-{index:05d}", kind="phantom", phantom_seed=int(s), voxel_size=voxel_size)
+        for index, s in enumerate(seeds)
+    ]
+
+
+def folder_cohort(folder: str | Path, coordinates: str = "ras") -> list[SubjectSource]:
+    """Real subjects from a folder of ``<id>.nii[.gz]`` CTs, each beside ``<id>.mrk.json|.fcsv|.csv``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise volumes.VolumeError(f"{folder}: cohort folder not found")
+    cts = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+    if not cts:
+        raise volumes.VolumeError(f"{folder}: no CT volumes (*.nii, *.nii.gz) in the cohort folder")
+    sources = []
+    for ct in cts:
+        subject_id = ct.name.removesuffix(".gz").removesuffix(".nii")
+        candidates = [folder / f"{subject_id}{suffix}" for suffix in LANDMARK_SUFFIXES]
+        found = [c for c in candidates if c.is_file()]
+        if len(found) != 1:
+            expected = ", ".join(c.name for c in candidates)
+            problem = "no landmark file" if not found else "several landmark files"
+            raise volumes.VolumeError(f"{ct}: {problem} for subject '{subject_id}'; expected exactly one of {expected}")
+        sources.append(
+            SubjectSource(subject_id, "files", ct_path=str(ct), landmarks_path=str(found[0]), coordinates=coordinates)
+        )
+    return sources
+
+
+def assign_splits(sources: list[SubjectSource], counts: dict[str, int], seed: int, shuffle: bool) -> dict[str, list[SubjectSource]]:
+    """Disjoint subject lists for train, val and novel_subject, of the given sizes.
+
+    Phantoms are already random, so they are taken in order (``shuffle=False``); a real cohort is
+    permuted with ``seed`` first, so that the split does not follow the file names.
+    """
+    unknown = set(counts) - set(SUBJECT_SPLITS)
+    if unknown:
+        raise ValueError(f"subject counts: unknown split(s) {sorted(unknown)}; expected {SUBJECT_SPLITS}")
+    needed = sum(counts.values())
+    if needed > len(sources):
+        raise ValueError(f"the cohort has {len(sources)} subjects, but the splits ask for {needed} ({counts})")
+    order = np.random.default_rng(seed).permutation(len(sources)) if shuffle else np.arange(len(sources))
+    assigned, start = {}, 0
+    for split in SUBJECT_SPLITS:
+        count = counts.get(split, 0)
+        assigned[split] = [sources[i] for i in order[start : start + count]]
+        start += count
+    return assigned

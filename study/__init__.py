@@ -1,0 +1,1 @@
+"""Orchestration of a study: configs, Ray Data generation, the command line. Imports ``components``."""

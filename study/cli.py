@@ -1,0 +1,68 @@
+"""The ``study`` command line (also ``python -m study``)."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from components.dataset import DatasetError
+from components.volumes import VolumeError
+from study.config import ConfigError, load_config
+
+
+def cmd_generate(args) -> None:
+    from study.generate import default_out_dir, generate
+
+    config = load_config(args.config, args.set)
+    generate(config, args.out or default_out_dir(config))
+
+
+def cmd_preview(args) -> None:
+    from study.preview import write_preview
+
+    out = write_preview(args.data, args.out or Path(args.data) / "preview.png", count=args.count)
+    print(f"preview: {out}")
+
+
+def cmd_demo(args) -> None:
+    from study.generate import default_out_dir, generate
+    from study.preview import write_preview
+
+    config = load_config("demo", args.set)
+    out_dir = Path(args.out or default_out_dir(config))
+    print("demo 1/2: generating the phantom DRR data set")
+    generate(config, out_dir)
+    print("demo 2/2: drawing a preview")
+    print(f"preview: {write_preview(out_dir, out_dir / 'preview.png')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="render a cohort's DRRs into Parquet shards (resumable)")
+    generate.add_argument("--config", required=True, help="a preset name (demo, paper) or a YAML file")
+    generate.add_argument("--out", help="data set folder (default: data/<config name>)")
+    generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    generate.set_defaults(run=cmd_generate)
+
+    preview = commands.add_parser("preview", help="a PNG contact sheet of DRRs with numbered landmarks")
+    preview.add_argument("--data", required=True, help="a data set folder made by 'study generate'")
+    preview.add_argument("--out", help="PNG path (default: <data>/preview.png)")
+    preview.add_argument("--count", type=int, default=12, help="number of DRRs to draw")
+    preview.set_defaults(run=cmd_preview)
+
+    demo = commands.add_parser("demo", help="the whole demo on the embedded phantom")
+    demo.add_argument("--out", help="data set folder (default: data/demo)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ConfigError, DatasetError, VolumeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

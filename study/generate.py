@@ -1,0 +1,272 @@
+"""``study generate``: render a cohort's DRRs in parallel with Ray Data into Parquet shards.
+
+The data set is cut into shards (one subject, one split, up to ``shard_size`` views). Shards not yet
+on disk go through a Ray Data ``map_batches`` over an actor pool; each actor keeps one subject's
+DiffDRR module, renders a shard and writes it atomically (temporary name, then rename). A shard on
+disk is finished by construction, so a run started again skips it: an interrupted run resumes with
+no duplicate and no missing rows.
+"""
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from components import geometry, manifest
+from components.cohort import SubjectSource, assign_splits, folder_cohort, phantom_cohort
+from components.dataset import DatasetError, DRRRows, shard_row_count, write_shard
+from components.drr import SubjectRenderer, to_uint16
+from components.poses import sample_poses
+from components.volumes import VolumeError
+from study.config import StudyConfig
+from study.runtime import ensure_ray
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One shard to render: views ``[view_start, view_stop)`` of one subject in one split."""
+
+    split: str
+    source: SubjectSource
+    view_start: int
+    view_stop: int
+
+    @property
+    def path(self) -> str:
+        """The shard's path relative to the data set folder."""
+        return f"{self.split}/{self.source.subject_id}_views-{self.view_start:05d}-{self.view_stop:05d}.parquet"
+
+    @property
+    def rows(self) -> int:
+        return self.view_stop - self.view_start
+
+    def to_row(self) -> dict:
+        return {"split": self.split, "view_start": self.view_start, "view_stop": self.view_stop, **asdict(self.source)}
+
+    @classmethod
+    def from_row(cls, row: dict) -> "ShardPlan":
+        fields = SubjectSource.__dataclass_fields__
+        source = SubjectSource(**{name: _plain(row[name]) for name in fields})
+        return cls(str(row["split"]), source, int(row["view_start"]), int(row["view_stop"]))
+
+
+def _plain(value):
+    """A numpy scalar from a Ray Data batch as the Python value it was."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def cohort_splits(config: StudyConfig) -> dict[str, list[SubjectSource]]:
+    """The subjects of the train, val and novel_subject splits."""
+    cohort = config.data.cohort
+    counts = cohort.subjects.model_dump()
+    if cohort.kind == "phantom":
+        sources = phantom_cohort(sum(counts.values()), config.seed, cohort.voxel_size_mm)
+        return assign_splits(sources, counts, config.seed, shuffle=False)
+    return assign_splits(folder_cohort(cohort.path, cohort.coordinates), counts, config.seed, shuffle=True)
+
+
+def plan_shards(config: StudyConfig) -> list[ShardPlan]:
+    """Every shard of the data set, grouped by subject so that actors rarely switch subjects.
+
+    View ids are per subject: a training subject's views ``0..train-1`` are the train split and the
+    next ``novel_view`` ids its novel views; val and novel_subject subjects use ids from 0.
+    """
+    views = config.data.views
+    size = config.data.shard_size
+    by_split = cohort_splits(config)
+    plans = []
+
+    def add(split: str, source: SubjectSource, start: int, stop: int):
+        plans.extend(ShardPlan(split, source, a, min(a + size, stop)) for a in range(start, stop, size))
+
+    for source in by_split["train"]:
+        add("train", source, 0, views.train)
+        add("novel_view", source, views.train, views.train + views.novel_view)
+    for source in by_split["val"]:
+        add("val", source, 0, views.val)
+    for source in by_split["novel_subject"]:
+        add("novel_subject", source, 0, views.novel_subject)
+    return plans
+
+
+def render_shard(plan: ShardPlan, renderer: SubjectRenderer, config: StudyConfig) -> DRRRows:
+    """The rows of one shard, rendered with the subject's renderer."""
+    view_ids = list(range(plan.view_start, plan.view_stop))
+    poses = sample_poses(config.seed, plan.source.subject_id, view_ids, config.data.poses.ranges())
+    views = renderer.render(poses)
+    count = len(view_ids)
+    intrinsics = geometry.make_k(renderer.camera).numpy()
+    return DRRRows(
+        subject_id=np.full(count, plan.source.subject_id, dtype=object),
+        view_id=np.asarray(view_ids, dtype=np.int32),
+        split=np.full(count, plan.split, dtype=object),
+        image=to_uint16(views.images),
+        landmarks_2d=views.landmarks_2d.numpy(),
+        visible=views.visible.numpy(),
+        landmarks_3d=np.broadcast_to(renderer.subject.landmarks, (count, *renderer.subject.landmarks.shape)).copy(),
+        pose=poses.numpy(),
+        intrinsics=np.broadcast_to(intrinsics, (count, 3, 3)).copy(),
+    )
+
+
+class ShardWriter:
+    """A Ray Data actor: renders shards and writes them, keeping one subject's DRR module at a time."""
+
+    def __init__(self, config_json: str, out_dir: str, device: str):
+        if device == "cpu":
+            torch.set_num_threads(1)  # one core per actor: deterministic sums, no oversubscription
+        self.config = StudyConfig.model_validate_json(config_json)
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.subject_id = None
+        self.renderer = None
+
+    def renderer_for(self, source: SubjectSource) -> SubjectRenderer:
+        if source.subject_id != self.subject_id:
+            self.renderer = None  # free the previous module before building the next
+            render = self.config.data.renderer
+            self.renderer = SubjectRenderer(
+                source.load(), self.config.data.render_camera(), renderer=render.name, patch_size=render.patch_size,
+                n_points=render.n_points, views_per_call=render.views_per_call, device=self.device,
+            )
+            self.subject_id = source.subject_id
+        return self.renderer
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = {"path": [], "rows": [], "seconds": [], "error": []}
+        for index in range(len(batch["split"])):
+            plan = ShardPlan.from_row({key: values[index] for key, values in batch.items()})
+            start, error = time.perf_counter(), ""
+            try:
+                write_shard(render_shard(plan, self.renderer_for(plan.source), self.config), self.out_dir / plan.path)
+            except (VolumeError, DatasetError, ValueError) as problem:
+                error = f"subject {plan.source.subject_id}: {problem}"
+            results["path"].append(plan.path)
+            results["rows"].append(plan.rows)
+            results["seconds"].append(time.perf_counter() - start)
+            results["error"].append(error)
+        return {key: np.asarray(values) for key, values in results.items()}
+
+
+def finished(plan: ShardPlan, out_dir: Path) -> bool:
+    """True when the shard is on disk with all its rows (a corrupt or short file is rendered again)."""
+    path = out_dir / plan.path
+    if not path.is_file():
+        return False
+    try:
+        return shard_row_count(path) == plan.rows
+    except DatasetError:
+        return False
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete half-written shards left by an interrupted run (they never got their final name)."""
+    for temporary in out_dir.glob("*/.*.tmp"):
+        temporary.unlink(missing_ok=True)
+
+
+class Progress:
+    """One status line while shards finish: shards, DRRs, rate and time left."""
+
+    def __init__(self, total_rows: int, total_shards: int, done_rows: int, done_shards: int, stream=sys.stdout):
+        self.total_rows, self.total_shards = total_rows, total_shards
+        self.done_rows, self.done_shards = done_rows, done_shards
+        self.new_rows, self.start, self.last = 0, time.perf_counter(), 0.0
+        self.stream, self.tty = stream, stream.isatty()
+
+    def update(self, rows: int) -> None:
+        self.done_rows += rows
+        self.done_shards += 1
+        self.new_rows += rows
+        now = time.perf_counter()
+        if not self.tty and now - self.last < 5 and self.done_shards < self.total_shards:
+            return
+        self.last = now
+        rate = self.new_rows / max(now - self.start, 1e-9)
+        left = (self.total_rows - self.done_rows) / rate if rate > 0 else float("nan")
+        line = (
+            f"rendering: {self.done_shards}/{self.total_shards} shards, {self.done_rows}/{self.total_rows} DRRs, "
+            f"{rate:.1f} DRR/s, about {left:.0f} s left"
+        )
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def render_pending(config: StudyConfig, pending: list[ShardPlan], out_dir: Path, progress: Progress) -> None:
+    """Render ``pending`` shards on a Ray Data actor pool; raise ``DatasetError`` on a bad subject."""
+    ensure_ray()
+    use_gpu = config.data.use_gpu if config.data.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    available = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1))
+    workers = max(1, min(config.data.workers or available, available, len(pending)))
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    rows = ray.data.from_items([plan.to_row() for plan in pending], override_num_blocks=len(pending))
+    written = rows.map_batches(
+        ShardWriter,
+        fn_constructor_kwargs={
+            "config_json": config.model_dump_json(), "out_dir": str(out_dir), "device": "cuda" if use_gpu else "cpu",
+        },
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=0 if use_gpu else 1,
+        num_gpus=1 if use_gpu else 0,
+    )
+    errors = []
+    for result in written.iter_rows():
+        if result["error"]:
+            errors.append(str(result["error"]))
+        else:
+            progress.update(int(result["rows"]))
+    progress.close()
+    if errors:
+        raise DatasetError("; ".join(sorted(set(errors))))
+
+
+def generate(config: StudyConfig, out_dir: str | Path) -> dict:
+    """Render the data set of ``config`` into ``out_dir`` (resuming what is there); return its manifest."""
+    out_dir = Path(out_dir)
+    config_dict = config.model_dump(mode="json")
+    data_manifest = manifest.claim_folder(out_dir, config_dict)
+    remove_stale_temporaries(out_dir)
+    plans = plan_shards(config)
+    pending = [plan for plan in plans if not finished(plan, out_dir)]
+    total_rows = sum(plan.rows for plan in plans)
+    done_rows = total_rows - sum(plan.rows for plan in pending)
+    print(f"data set: {out_dir} ({len(plans)} shards, {total_rows} DRRs; {len(plans) - len(pending)} shards already done)")
+    start = time.perf_counter()
+    if pending:
+        progress = Progress(total_rows, len(plans), done_rows, len(plans) - len(pending))
+        render_pending(config, pending, out_dir, progress)
+    shards = [
+        {"path": plan.path, "split": plan.split, "subject_id": plan.source.subject_id, "rows": plan.rows,
+         "views": [plan.view_start, plan.view_stop], "sha256": manifest.file_sha256(out_dir / plan.path)}
+        for plan in plans
+    ]
+    rows_per_split = {split: sum(s["rows"] for s in shards if s["split"] == split) for split in ("train", "val", "novel_view", "novel_subject")}
+    camera = config.data.render_camera()
+    data_manifest.update(
+        status="complete",
+        shards=shards,
+        rows=rows_per_split,
+        subjects={split: sorted({s["subject_id"] for s in shards if s["split"] == split}) for split in rows_per_split},
+        dataset_hash=manifest.dataset_hash(shards),
+        render_camera=asdict(camera),
+        intrinsics=geometry.make_k(camera).tolist(),
+        seconds_last_run=round(time.perf_counter() - start, 3),
+    )
+    manifest.write_manifest(out_dir, data_manifest)
+    print(f"done: {sum(rows_per_split.values())} DRRs {rows_per_split}; manifest {out_dir / manifest.MANIFEST_NAME}")
+    return data_manifest
+
+
+def default_out_dir(config: StudyConfig) -> Path:
+    return Path(os.environ.get("STUDY_DATA_DIR", "data")) / config.name

@@ -1,0 +1,131 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from components import geometry
+from components.dataset import SPLITS, DatasetError, read_split
+from components.manifest import read_manifest
+from study.cli import main
+from study.config import load_config
+from study.generate import generate, plan_shards
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory, ray_session):
+    from tests.conftest import TINY_CONFIG
+
+    folder = tmp_path_factory.mktemp("tiny")
+    (folder / "tiny.yaml").write_text(TINY_CONFIG)
+    config = load_config(str(folder / "tiny.yaml"))
+    generate(config, folder / "data")
+    return config, folder / "data"
+
+
+def test_manifest_counts_rows_per_split(tiny_dataset):
+    config, folder = tiny_dataset
+    manifest = read_manifest(folder)
+    assert manifest["status"] == "complete"
+    assert manifest["rows"] == {"train": 8, "novel_view": 4, "val": 3, "novel_subject": 3}
+    assert len(manifest["shards"]) == len(plan_shards(config))
+    assert all(len(shard["sha256"]) == 64 for shard in manifest["shards"])
+
+
+def test_plain_pyarrow_reads_every_column(tiny_dataset):
+    _, folder = tiny_dataset
+    shard = next((folder / "train").glob("*.parquet"))
+    table = pq.read_table(shard)
+    assert table.column_names == [
+        "subject_id", "view_id", "split", "image", "landmarks_2d", "visible", "landmarks_3d", "pose", "intrinsics",
+    ]
+    image = table.column("image").combine_chunks().to_numpy_ndarray()
+    assert image.shape == (2, 48, 48) and image.dtype == np.uint16
+    assert image.max() == 65535 and image.min() == 0
+    assert table.column("visible").to_pylist()[0] == [True] * 8
+
+
+def test_landmarks_are_exact_projections_of_the_stored_pose(tiny_dataset):
+    config, folder = tiny_dataset
+    camera = config.data.render_camera()
+    for split in SPLITS:
+        rows = read_split(folder, split)
+        expected = geometry.project(torch.from_numpy(rows.landmarks_3d), torch.from_numpy(rows.pose), camera)
+        assert torch.allclose(torch.from_numpy(rows.landmarks_2d), expected, atol=1e-9)
+        assert np.allclose(rows.intrinsics, geometry.make_k(camera).numpy())
+
+
+def test_splits_follow_the_design(tiny_dataset):
+    _, folder = tiny_dataset
+    rows = {split: read_split(folder, split) for split in SPLITS}
+    subjects = {split: set(rows[split].subject_id) for split in SPLITS}
+    assert subjects["novel_view"] == subjects["train"]
+    assert not subjects["val"] & subjects["train"] and not subjects["novel_subject"] & (subjects["train"] | subjects["val"])
+    train_views = set(zip(rows["train"].subject_id, rows["train"].view_id))
+    novel_views = set(zip(rows["novel_view"].subject_id, rows["novel_view"].view_id))
+    assert not train_views & novel_views
+    assert len(train_views) == len(rows["train"])
+    poses = np.concatenate([rows[s].pose for s in SPLITS])
+    assert len(np.unique(poses.round(9), axis=0)) == len(poses)
+
+
+def test_same_config_again_renders_nothing(tiny_dataset):
+    config, folder = tiny_dataset
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*.parquet")}
+    manifest = generate(config, folder)
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.parquet")} == before
+    assert manifest["dataset_hash"] == read_manifest(folder)["dataset_hash"]
+
+
+def test_another_config_refuses_the_folder(tiny_dataset, capsys):
+    config, folder = tiny_dataset
+    other = config.model_copy(update={"seed": 4})
+    with pytest.raises(DatasetError, match="holds a data set of another config .*seed"):
+        generate(other, folder)
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {image_size: 3}\n")
+    assert main(["generate", "--config", str(bad), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {bad}") and "data.image_size" in error and "\n" not in error
+
+
+def test_killed_run_resumes_to_the_same_data_set(tiny_config_path, tmp_path, ray_session):
+    config = load_config(str(tiny_config_path), ["data.shard_size=1"])
+    total = len(plan_shards(config))
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "study", "generate", "--config", str(tiny_config_path), "--out", str(killed),
+         "--set", "data.shard_size=1"],
+        cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(killed.glob("*/*.parquet"))) < 3:
+            assert process.poll() is None, "generate ended before it could be interrupted"
+            assert time.monotonic() < deadline, "generate wrote no shard in time"
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    written_before_resume = len(list(killed.glob("*/*.parquet")))
+    assert 0 < written_before_resume < total
+    assert read_manifest(killed)["status"] == "in_progress"
+
+    resumed = generate(config, killed)
+    uninterrupted = generate(config, tmp_path / "uninterrupted")
+    assert resumed["dataset_hash"] == uninterrupted["dataset_hash"]
+    assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in uninterrupted["shards"]]
+    rows = np.concatenate([read_split(killed, split).view_id for split in SPLITS])
+    assert len(rows) == sum(resumed["rows"].values()) == sum(p.rows for p in plan_shards(config))
+    assert not list(killed.rglob("*.tmp"))
