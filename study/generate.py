@@ -1,8 +1,8 @@
 """``study generate``: render a cohort's DRRs in parallel with Ray Data into Parquet shards.
 
 The data set is cut into shards (one subject, one split, up to ``shard_size`` views). Shards not yet
-on disk go through a Ray Data ``map_batches`` over an actor pool; each actor keeps one subject's
-DiffDRR module, renders a shard and writes it atomically (temporary name, then rename). A shard on
+on disk go, grouped by subject, through a Ray Data ``map_batches`` over an actor pool; each actor
+keeps one subject's DiffDRR module and writes every shard atomically (temporary name, then rename). A shard on
 disk is finished by construction, so a run started again skips it: an interrupted run resumes with
 no duplicate and no missing rows.
 """
@@ -45,19 +45,6 @@ class ShardPlan:
     def rows(self) -> int:
         return self.view_stop - self.view_start
 
-    def to_row(self) -> dict:
-        return {"split": self.split, "view_start": self.view_start, "view_stop": self.view_stop, **asdict(self.source)}
-
-    @classmethod
-    def from_row(cls, row: dict) -> "ShardPlan":
-        fields = SubjectSource.__dataclass_fields__
-        source = SubjectSource(**{name: _plain(row[name]) for name in fields})
-        return cls(str(row["split"]), source, int(row["view_start"]), int(row["view_stop"]))
-
-
-def _plain(value):
-    """A numpy scalar from a Ray Data batch as the Python value it was."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def cohort_splits(config: StudyConfig) -> dict[str, list[SubjectSource]]:
@@ -94,6 +81,32 @@ def plan_shards(config: StudyConfig) -> list[ShardPlan]:
     return plans
 
 
+def subject_jobs(plans: list[ShardPlan]) -> list[dict]:
+    """Ray Data rows: one per subject, listing its shards, so each subject is loaded by one actor.
+
+    The subjects with most views come first (longest-processing-time order), so the short ones
+    fill the tail and the actors finish together.
+    """
+    jobs: dict[str, dict] = {}
+    for plan in plans:
+        job = jobs.setdefault(plan.source.subject_id, {**asdict(plan.source), "splits": [], "starts": [], "stops": []})
+        job["splits"].append(plan.split)
+        job["starts"].append(plan.view_start)
+        job["stops"].append(plan.view_stop)
+    views = lambda job: sum(stop - start for start, stop in zip(job["starts"], job["stops"]))  # noqa: E731
+    return sorted(jobs.values(), key=views, reverse=True)
+
+
+def plans_of_job(job: dict) -> list[ShardPlan]:
+    """The shards of one row made by ``subject_jobs`` (numpy values from a Ray Data batch)."""
+    plain = lambda value: value.item() if isinstance(value, np.generic) else value  # noqa: E731
+    source = SubjectSource(**{name: plain(job[name]) for name in SubjectSource.__dataclass_fields__})
+    return [
+        ShardPlan(str(split), source, int(start), int(stop))
+        for split, start, stop in zip(job["splits"], job["starts"], job["stops"])
+    ]
+
+
 def render_shard(plan: ShardPlan, renderer: SubjectRenderer, config: StudyConfig) -> DRRRows:
     """The rows of one shard, rendered with the subject's renderer."""
     view_ids = list(range(plan.view_start, plan.view_stop))
@@ -115,7 +128,11 @@ def render_shard(plan: ShardPlan, renderer: SubjectRenderer, config: StudyConfig
 
 
 class ShardWriter:
-    """A Ray Data actor: renders shards and writes them, keeping one subject's DRR module at a time."""
+    """A Ray Data actor: renders a subject's shards and writes each one as it is done.
+
+    It keeps one subject's DiffDRR module at a time; each Ray Data row is one subject's pending
+    shards, so a subject is loaded by one actor only.
+    """
 
     def __init__(self, config_json: str, out_dir: str, device: str):
         if device == "cpu":
@@ -138,18 +155,20 @@ class ShardWriter:
         return self.renderer
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Render and write every shard of the subjects in ``batch``; one result row per shard."""
         results = {"path": [], "rows": [], "seconds": [], "error": []}
-        for index in range(len(batch["split"])):
-            plan = ShardPlan.from_row({key: values[index] for key, values in batch.items()})
-            start, error = time.perf_counter(), ""
-            try:
-                write_shard(render_shard(plan, self.renderer_for(plan.source), self.config), self.out_dir / plan.path)
-            except (VolumeError, DatasetError, ValueError) as problem:
-                error = f"subject {plan.source.subject_id}: {problem}"
-            results["path"].append(plan.path)
-            results["rows"].append(plan.rows)
-            results["seconds"].append(time.perf_counter() - start)
-            results["error"].append(error)
+        for index in range(len(batch["subject_id"])):
+            for plan in plans_of_job({key: values[index] for key, values in batch.items()}):
+                start, error = time.perf_counter(), ""
+                try:
+                    rows = render_shard(plan, self.renderer_for(plan.source), self.config)
+                    write_shard(rows, self.out_dir / plan.path)
+                except (VolumeError, DatasetError, ValueError) as problem:
+                    error = f"subject {plan.source.subject_id}: {problem}"
+                results["path"].append(plan.path)
+                results["rows"].append(plan.rows)
+                results["seconds"].append(time.perf_counter() - start)
+                results["error"].append(error)
         return {key: np.asarray(values) for key, values in results.items()}
 
 
@@ -206,17 +225,19 @@ def render_pending(config: StudyConfig, pending: list[ShardPlan], out_dir: Path,
     ensure_ray()
     use_gpu = config.data.use_gpu if config.data.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     available = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1))
-    workers = max(1, min(config.data.workers or available, available, len(pending)))
+    jobs = subject_jobs(pending)
+    workers = max(1, min(config.data.workers or available, available, len(jobs)))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    rows = ray.data.from_items([plan.to_row() for plan in pending], override_num_blocks=len(pending))
+    rows = ray.data.from_items(jobs, override_num_blocks=len(jobs))
     written = rows.map_batches(
         ShardWriter,
         fn_constructor_kwargs={
             "config_json": config.model_dump_json(), "out_dir": str(out_dir), "device": "cuda" if use_gpu else "cpu",
         },
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=workers),
+        # One subject at a time per actor: a queued subject waits for whichever actor frees up first.
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
         num_cpus=0 if use_gpu else 1,
         num_gpus=1 if use_gpu else 0,
     )
