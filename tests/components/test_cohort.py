@@ -1,0 +1,68 @@
+import nibabel as nib
+import numpy as np
+import pytest
+
+from components.cohort import SubjectSource, assign_splits, folder_cohort, phantom_cohort
+from components.volumes import VolumeError
+
+
+def test_phantom_cohort_is_reproducible_and_distinct():
+    first, again = phantom_cohort(5, seed=1), phantom_cohort(5, seed=1)
+    assert first == again
+    assert len({s.phantom_seed for s in first}) == 5
+    assert [s.subject_id for s in first] == [f"phantom-{i:05d}" for i in range(5)]
+    assert phantom_cohort(5, seed=2) != first
+
+
+def test_assign_splits_in_order_for_phantoms_and_shuffled_for_real_subjects():
+    sources = phantom_cohort(6, seed=0)
+    splits = assign_splits(sources, {"train": 3, "val": 1, "novel_subject": 2}, seed=0, shuffle=False)
+    assert [s.subject_id for s in splits["train"]] == ["phantom-00000", "phantom-00001", "phantom-00002"]
+    shuffled = assign_splits(sources, {"train": 3, "val": 1, "novel_subject": 2}, seed=0, shuffle=True)
+    every = [s.subject_id for split in ("train", "val", "novel_subject") for s in shuffled[split]]
+    assert sorted(every) == [s.subject_id for s in sources] and every != [s.subject_id for s in sources]
+
+
+@pytest.mark.parametrize(
+    "counts, message",
+    [({"train": 5, "val": 1, "novel_subject": 1}, "has 6 subjects, but the splits ask for 7"), ({"test": 1}, "unknown split")],
+)
+def test_assign_splits_errors(counts, message):
+    with pytest.raises(ValueError, match=message):
+        assign_splits(phantom_cohort(6, seed=0), counts, seed=0, shuffle=False)
+
+
+def write_ct(path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), path)
+
+
+def test_folder_cohort_pairs_cts_with_landmark_files(tmp_path):
+    write_ct(tmp_path / "a.nii.gz")
+    (tmp_path / "a.csv").write_text("name,x,y,z\n")
+    write_ct(tmp_path / "b.nii")
+    (tmp_path / "b.mrk.json").write_text("{}")
+    sources = folder_cohort(tmp_path, coordinates="lps")
+    assert [(s.subject_id, s.kind, s.coordinates) for s in sources] == [("a", "files", "lps"), ("b", "files", "lps")]
+    assert sources[1].landmarks_path.endswith("b.mrk.json")
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [([], "no CT volumes"), (["a.nii.gz"], "no landmark file for subject 'a'"), (["a.nii.gz", "a.csv", "a.fcsv"], "several landmark files")],
+)
+def test_folder_cohort_errors(tmp_path, files, message):
+    for name in files:
+        write_ct(tmp_path / name) if name.endswith(".nii.gz") else (tmp_path / name).write_text("")
+    with pytest.raises(VolumeError, match=message):
+        folder_cohort(tmp_path)
+
+
+def test_missing_cohort_folder(tmp_path):
+    with pytest.raises(VolumeError, match="cohort folder not found"):
+        folder_cohort(tmp_path / "nowhere")
+
+
+def test_phantom_source_loads_its_subject():
+    source = SubjectSource("phantom-x", "phantom", phantom_seed=4, voxel_size=4.0)
+    subject = source.load()
+    assert subject.subject_id == "phantom-x" and subject.landmarks.shape == (8, 3)

@@ -1,0 +1,52 @@
+import pytest
+
+from study.config import PRESETS_DIR, ConfigError, load_config
+
+
+def test_presets_load_and_resolve_the_render_camera():
+    demo = load_config("demo")
+    assert demo.name == "demo" and demo.data.image_size == 128
+    camera = demo.data.render_camera()
+    assert camera.height == camera.width == 128
+    assert camera.delx * 128 == pytest.approx(1436 * 0.3)
+    paper = load_config("paper")
+    assert paper.data.cohort.subjects.train == 80 and paper.data.views.train == 100 and paper.data.views.novel_view == 20
+
+
+def test_overrides_are_parsed_as_yaml():
+    config = load_config("demo", ["data.image_size=64", "data.poses.rotation_deg=[5, 6, 7]", "seed=9"])
+    assert config.data.image_size == 64 and config.data.poses.rotation_deg == (5.0, 6.0, 7.0) and config.seed == 9
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.image_size=3"], "data.image_size"),
+        (["data.colour=red"], "data.colour: Extra inputs are not permitted"),
+        (["data.cohort.kind=folder"], "cohort.path is required"),
+        (["data.renderer.name=raymarch"], "data.renderer.name"),
+    ],
+)
+def test_bad_values_name_the_file_and_field(overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config("demo", overrides)
+    assert str(error.value).startswith(str(PRESETS_DIR / "demo.yaml"))
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="override 'data.image_size': expected dotted.path=value"):
+        load_config("demo", ["data.image_size"])
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ConfigError, match="neither a config file nor a preset .*demo, paper"):
+        load_config("demp")
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "none.yaml"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"{broken}: not valid YAML"):
+        load_config(str(broken))
