@@ -2,9 +2,9 @@
 
 The data set is cut into shards (one subject, one split, up to ``shard_size`` views). Shards not yet
 on disk go, grouped by subject, through a Ray Data ``map_batches`` over an actor pool; each actor
-keeps one subject's DiffDRR module and writes every shard atomically (temporary name, then rename). A shard on
-disk is finished by construction, so a run started again skips it: an interrupted run resumes with
-no duplicate and no missing rows.
+keeps one subject's DiffDRR module and writes every shard atomically (temporary name, then rename).
+A shard on disk is finished by construction, so a run started again skips it: an interrupted run
+resumes with no duplicate and no missing rows.
 """
 
 import os
@@ -19,10 +19,9 @@ import torch
 
 from components import geometry, manifest
 from components.cohort import SubjectSource, assign_splits, folder_cohort, phantom_cohort
-from components.dataset import DatasetError, DRRRows, shard_row_count, write_shard
+from components.dataset import SPLITS, DatasetError, DRRRows, shard_row_count, write_shard
 from components.drr import SubjectRenderer, to_uint16
 from components.poses import sample_poses
-from components.volumes import VolumeError
 from study.config import StudyConfig
 from study.runtime import ensure_ray
 
@@ -46,7 +45,6 @@ class ShardPlan:
         return self.view_stop - self.view_start
 
 
-
 def cohort_splits(config: StudyConfig) -> dict[str, list[SubjectSource]]:
     """The subjects of the train, val and novel_subject splits."""
     cohort = config.data.cohort
@@ -58,7 +56,7 @@ def cohort_splits(config: StudyConfig) -> dict[str, list[SubjectSource]]:
 
 
 def plan_shards(config: StudyConfig) -> list[ShardPlan]:
-    """Every shard of the data set, grouped by subject so that actors rarely switch subjects.
+    """Every shard of the data set, subject by subject.
 
     View ids are per subject: a training subject's views ``0..train-1`` are the train split and the
     next ``novel_view`` ids its novel views; val and novel_subject subjects use ids from 0.
@@ -163,8 +161,9 @@ class ShardWriter:
                 try:
                     rows = render_shard(plan, self.renderer_for(plan.source), self.config)
                     write_shard(rows, self.out_dir / plan.path)
-                except (VolumeError, DatasetError, ValueError) as problem:
-                    error = f"subject {plan.source.subject_id}: {problem}"
+                except ValueError as problem:  # VolumeError, DatasetError, a bad landmark or pose
+                    name = f"subject {plan.source.subject_id}:"
+                    error = str(problem) if str(problem).startswith(name) else f"{name} {problem}"
                 results["path"].append(plan.path)
                 results["rows"].append(plan.rows)
                 results["seconds"].append(time.perf_counter() - start)
@@ -224,7 +223,9 @@ def render_pending(config: StudyConfig, pending: list[ShardPlan], out_dir: Path,
     """Render ``pending`` shards on a Ray Data actor pool; raise ``DatasetError`` on a bad subject."""
     ensure_ray()
     use_gpu = config.data.use_gpu if config.data.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
-    available = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1))
+    available = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 0))
+    if available == 0:
+        print("no GPU in the Ray cluster yet: waiting for an autoscaled GPU worker (data.use_gpu=false renders on CPUs)")
     jobs = subject_jobs(pending)
     workers = max(1, min(config.data.workers or available, available, len(jobs)))
     context = ray.data.DataContext.get_current()
@@ -272,7 +273,7 @@ def generate(config: StudyConfig, out_dir: str | Path) -> dict:
          "views": [plan.view_start, plan.view_stop], "sha256": manifest.file_sha256(out_dir / plan.path)}
         for plan in plans
     ]
-    rows_per_split = {split: sum(s["rows"] for s in shards if s["split"] == split) for split in ("train", "val", "novel_view", "novel_subject")}
+    rows_per_split = {split: sum(s["rows"] for s in shards if s["split"] == split) for split in SPLITS}
     camera = config.data.render_camera()
     data_manifest.update(
         status="complete",
