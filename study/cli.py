@@ -1,4 +1,4 @@
-"""The ``study`` command line (also ``python -m study``)."""
+"""The study command line: generate DRR data sets and look at them (also: python -m study)."""
 
 import argparse
 import sys
