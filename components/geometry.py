@@ -255,10 +255,18 @@ def make_rt_inv(pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         R_wc (B, 3, 3) and t_wc (B, 3).
     """
     rotation = rotation_vector_to_matrix(pose[..., :3])
-    carm_to_camera = pose.new_tensor(CARM_TO_CAMERA)
+    carm_to_camera = torch.tensor(CARM_TO_CAMERA, dtype=pose.dtype, device=pose.device)
     rotation_wc = carm_to_camera @ rotation.transpose(-1, -2)
     translation_wc = -(carm_to_camera @ pose[..., 3:, None])[..., 0]
     return rotation_wc, translation_wc
+
+
+def extrinsic_to_pose(rotation_wc: torch.Tensor, translation_wc: torch.Tensor) -> torch.Tensor:
+    """(B, 6) poses of world -> camera extrinsics (B, 3, 3) and (B, 3); the inverse of ``make_rt_inv``."""
+    carm_to_camera = torch.tensor(CARM_TO_CAMERA, dtype=rotation_wc.dtype, device=rotation_wc.device)
+    rotation = rotation_wc.transpose(-1, -2) @ carm_to_camera
+    translation = -(carm_to_camera.T @ translation_wc[..., None])[..., 0]
+    return torch.cat([matrix_to_rotation_vector(rotation), translation], -1)
 
 
 def to_camera_frame(points: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
