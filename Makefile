@@ -22,7 +22,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 benchmarks: $(STAMP)
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev,bench]'
 	$(BIN)/python benchmarks/drr_generation.py
+	$(BIN)/python benchmarks/registration.py
 
 clean-data:
 	rm -rf data

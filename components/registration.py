@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch.func import jacfwd, vmap
 
 from components import geometry
 from components.geometry import Camera
@@ -87,13 +86,19 @@ def usable_landmarks(landmarks_3d: torch.Tensor, landmarks_2d: torch.Tensor, wei
 
 
 def well_posed(landmarks_3d: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: at least 4 usable landmarks, not coplanar and not collinear."""
+    """(B,) bool: at least 4 usable landmarks, not coplanar and not collinear.
+
+    Flat or thin sets are those whose smallest principal spread (singular value of the centred
+    points) is below ``DEGENERATE_RATIO`` of the largest.
+    """
     count = usable.sum(-1)
     mask = usable[..., None].to(landmarks_3d.dtype)
     points = torch.where(usable[..., None], landmarks_3d, torch.zeros_like(landmarks_3d))
     center = (points * mask).sum(1, keepdim=True) / count.clamp_min(1)[:, None, None]
-    spread = torch.linalg.svdvals((points - center) * mask)
-    return (count >= MIN_LANDMARKS) & (spread[:, 2] > DEGENERATE_RATIO * spread[:, 0].clamp_min(1e-300))
+    centered = (points - center) * mask
+    variances = torch.linalg.eigvalsh(centered.transpose(-1, -2) @ centered)  # ascending
+    flat = variances[:, 0] <= DEGENERATE_RATIO**2 * variances[:, 2].clamp_min(1e-300)
+    return (count >= MIN_LANDMARKS) & ~flat
 
 
 # ----------------------------------------------------------------------------- camera model
@@ -111,43 +116,105 @@ def pixels(camera_xyz: torch.Tensor, camera: Camera) -> torch.Tensor:
     return torch.stack([fx * camera_xyz[..., 0] / depth + cx, fy * camera_xyz[..., 1] / depth + cy], -1)
 
 
-def pixel_jacobian(camera_xyz: torch.Tensor, camera: Camera) -> torch.Tensor:
-    """(B, N, 2, 6) d pixels / d (omega, delta) of the update ``c <- exp(omega) c + delta``."""
+def newton_system(camera_xyz: torch.Tensor, residual: torch.Tensor, weights: torch.Tensor, camera: Camera):
+    """Derivatives of ``1/2 sum_n w_n |r_n|^2`` in the local chart ``c <- exp(omega) c + delta``.
+
+    Args:
+        camera_xyz: (B, N, 3) camera-frame points; residual: (B, N, 2) pixels; weights: (B, N).
+
+    Returns:
+        jacobian (B, N, 2, 6) of the pixels; the Gauss-Newton Hessian ``J^T W J`` (B, 6, 6); the
+        residuals' curvature (B, 6, 6) (projection and exponential map), which added to it gives
+        the exact Hessian; the gradient (B, 6).
+    """
     (fx, fy) = camera.focal_length_px
     x, y, z = camera_xyz.unbind(-1)
-    zero = torch.zeros_like(z)
-    d_pixel_d_c = torch.stack(
-        [torch.stack([fx / z, zero, -fx * x / z**2], -1), torch.stack([zero, fy / z, -fy * y / z**2], -1)], -2
+    a = 1 / z
+    xn, yn = x * a, y * a
+    xy = xn * yn
+    zero = torch.zeros_like(a)
+    jacobian = torch.stack(
+        [
+            torch.stack([-fx * xy, fx + fx * xn * xn, -fx * yn, fx * a, zero, -fx * xn * a], -1),
+            torch.stack([-fy - fy * yn * yn, fy * xy, fy * xn, zero, fy * a, -fy * yn * a], -1),
+        ],
+        -2,
     )
-    d_c_d_update = torch.cat([-geometry.skew(camera_xyz), torch.eye(3, dtype=z.dtype).expand(*z.shape, 3, 3)], -1)
-    return d_pixel_d_c @ d_c_d_update
+    weighted = jacobian * weights[..., None, None]
+    gauss_newton = weighted.flatten(1, 2).transpose(-1, -2) @ jacobian.flatten(1, 2)
+    gradient = (weighted * residual[..., None]).sum((1, 2))
+    # Curvature: with p = w r_u fx, q = w r_v fy and m = a^2 (p x + q y),
+    # sum_k w r_k d2(pixel_k)/dc2 = e_z s^T + s e_z^T with s = (-p a^2, -q a^2, m a). Through
+    # dc/dxi = [-[c]_x | I] it gives A + A^T, A = sum_n (y, -x, 0, 0, 0, 1)_n (c x s, s)_n^T, whose
+    # only rows are 0, 1 and 5. The exponential map adds, on the rotation block, the symmetric
+    # part of sum_n v_n c_n^T with v = (p a, q a, -m), the gradient in camera coordinates.
+    weighted_residual = weights[..., None] * residual
+    p, q = weighted_residual[..., 0] * fx, weighted_residual[..., 1] * fy
+    a2 = a * a
+    m = (p * x + q * y) * a2
+    s_vector = torch.stack([-p * a2, -q * a2, m * a], -1)
+    h = torch.cat([torch.linalg.cross(camera_xyz, s_vector), s_vector], -1)  # (B, N, 6)
+    rows = torch.stack([y, -x, torch.ones_like(a)], -2) @ h  # (B, 3, 6): rows 0, 1 and 5 of A
+    v = torch.stack([p * a, q * a, -m], -2)  # (B, 3, N)
+    exp_term = v @ camera_xyz  # (B, 3, 3)
+    zeros = torch.zeros_like(rows[:, :1])
+    a_matrix = torch.cat([rows[:, :2], zeros, zeros, zeros, rows[:, 2:]], 1)
+    rotation_block = torch.cat([(exp_term + exp_term.transpose(-1, -2)) / 2, torch.zeros_like(exp_term)], -1)
+    curvature = a_matrix + a_matrix.transpose(-1, -2) + torch.cat([rotation_block, torch.zeros_like(rotation_block)], 1)
+    return jacobian, gauss_newton, curvature, gradient
 
 
 # ----------------------------------------------------------------------------- initialisation
 
 
+def nearest_rotation_rows(affine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The orthonormal rows (B, 2, 3) nearest to (B, 2, 3) ``affine`` and its mean singular value (B,).
+
+    Polar decomposition in closed form: ``rows = (A A^T)^-1/2 A``, with the square root of the
+    2x2 matrix ``M = A A^T`` as ``(M + sqrt(det M) I) / sqrt(tr M + 2 sqrt(det M))``; the last
+    denominator is also the sum of the two singular values.
+    """
+    gram = affine @ affine.transpose(-1, -2)
+    root_det = (gram[:, 0, 0] * gram[:, 1, 1] - gram[:, 0, 1] ** 2).clamp_min(1e-300).sqrt()
+    singular_sum = (gram[:, 0, 0] + gram[:, 1, 1] + 2 * root_det).sqrt()
+    # inverse of (M + sqrt(det) I) by its adjugate; its determinant is sqrt(det) * singular_sum^2.
+    shifted = gram + root_det[:, None, None] * torch.eye(2, dtype=gram.dtype)
+    adjugate = torch.stack(
+        [torch.stack([shifted[:, 1, 1], -shifted[:, 0, 1]], -1), torch.stack([-shifted[:, 1, 0], shifted[:, 0, 0]], -1)], -2
+    )
+    inverse_root = adjugate * (singular_sum / (root_det * singular_sum**2))[:, None, None]
+    return inverse_root @ affine, singular_sum / 2
+
+
 def weak_perspective_init(
-    landmarks_3d: torch.Tensor, landmarks_2d: torch.Tensor, weights: torch.Tensor, camera: Camera
+    landmarks_3d: torch.Tensor, landmarks_2d: torch.Tensor, weights: torch.Tensor, camera: Camera, corrections: int = 3
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """World -> camera rotation (B, 3, 3) and translation (B, 3) of a scaled-orthographic fit.
+    """World -> camera rotation (B, 3, 3) and translation (B, 3) in closed form (POSIT).
 
     Normalised image points ``K^-1 (u, v, 1)`` are fitted by an affine map of the centred 3D
-    points, ``A (X - m) + b``; the two rows of ``A`` are the first two rows of ``R`` over the
-    mean depth ``Z0``. Their nearest orthonormal pair (polar decomposition) and its cross product
-    give ``R``; ``Z0`` is the inverse of their mean singular value.
+    points, ``A (X - m) + b``: a scaled-orthographic camera whose two rows of ``A`` are the first
+    two rows of ``R`` over the mean depth ``Z0``. Their nearest orthonormal pair and its cross
+    product give ``R``; ``Z0`` is the inverse of their mean singular value. Each of the
+    ``corrections`` then rescales the image points by their depth ratio ``1 + r3 (X - m) / Z0``
+    and fits again (DeMenthon and Davis' POSIT), which removes most of the perspective error;
+    the normal matrix of the fit is the same every time.
     """
     k_inv = geometry.make_k_inv(camera, dtype=landmarks_2d.dtype, device=landmarks_2d.device)
     normalised = landmarks_2d @ k_inv[:2, :2].T + k_inv[:2, 2]
     mass = weights.sum(-1).clamp_min(1e-300)[:, None, None]
     center = (landmarks_3d * weights[..., None]).sum(1, keepdim=True) / mass
-    design = torch.cat([landmarks_3d - center, torch.ones_like(landmarks_3d[..., :1])], -1)  # (B, N, 4)
-    weighted = design * weights[..., None]
-    normal = weighted.transpose(-1, -2) @ design + 1e-12 * torch.eye(4, dtype=design.dtype)
-    affine = torch.linalg.solve(normal, weighted.transpose(-1, -2) @ normalised).transpose(-1, -2)  # (B, 2, 4)
-    left, singular, right = torch.linalg.svd(affine[..., :3], full_matrices=False)
-    rows = left @ right  # (B, 2, 3) orthonormal
-    rotation = torch.cat([rows, torch.linalg.cross(rows[:, 0], rows[:, 1])[:, None]], 1)
-    depth = 1 / singular.mean(-1).clamp_min(1e-300)
+    centered = landmarks_3d - center
+    design = torch.cat([centered, torch.ones_like(landmarks_3d[..., :1])], -1)  # (B, N, 4)
+    weighted = (design * weights[..., None]).transpose(-1, -2)
+    fit = torch.linalg.solve(weighted @ design + 1e-12 * torch.eye(4, dtype=design.dtype), weighted)  # (B, 4, N)
+    image = normalised
+    for _ in range(corrections + 1):
+        affine = (fit @ image).transpose(-1, -2)  # (B, 2, 4)
+        rows, scale = nearest_rotation_rows(affine[..., :3])
+        axis = torch.linalg.cross(rows[:, 0], rows[:, 1])
+        depth = 1 / scale.clamp_min(1e-300)
+        image = normalised * (1 + (centered @ axis[..., None]) / depth[:, None, None])
+    rotation = torch.cat([rows, axis[:, None]], 1)
     center_camera = torch.cat([affine[..., 3] * depth[:, None], depth[:, None]], -1)
     translation = center_camera - (rotation @ center[:, 0, :, None])[..., 0]
     return rotation, translation
@@ -159,76 +226,93 @@ def weak_perspective_init(
 def levenberg_marquardt(
     landmarks_3d, landmarks_2d, weights, camera, rotation, translation, robust, scale, max_iterations, tolerance
 ):
-    """Refine world -> camera extrinsics; every tensor float64 and detached.
+    """Refine world -> camera extrinsics by damped Newton steps; every tensor float64 and detached.
+
+    The exact Hessian (Gauss-Newton plus curvature) converges quadratically even where the
+    residuals stay large, and the damping (on the Gauss-Newton diagonal) is cut tenfold on every
+    accepted step and raised tenfold on every rejected one. A sample stops once its step is below
+    ``tolerance``, or below its square root while shrinking quadratically (the next one would be
+    below ``tolerance``); finished samples leave the working set, so late iterations cost little.
 
     Returns:
         rotation (B, 3, 3), translation (B, 3), iterations (B,), converged (B,).
     """
     batch = len(landmarks_3d)
-
-    def cost_of(rotation, translation):
-        residual = pixels(camera_points(rotation, translation, landmarks_3d), camera) - landmarks_2d
-        distance = residual.norm(dim=-1)
-        return (weights * robust_cost(distance, robust, scale)).sum(-1), residual, distance
-
-    damping = torch.full((batch,), 1e-3, dtype=torch.float64)
-    active = torch.ones(batch, dtype=torch.bool)
-    converged = torch.zeros(batch, dtype=torch.bool)
     iterations = torch.zeros(batch, dtype=torch.long)
-    cost, residual, distance = cost_of(rotation, translation)
-    for _ in range(max_iterations):
-        if not active.any():
-            break
-        jacobian = pixel_jacobian(camera_points(rotation, translation, landmarks_3d), camera)
-        w = weights * robust_weight(distance, robust, scale)
-        hessian = torch.einsum("bnki,bn,bnkj->bij", jacobian, w, jacobian)
-        gradient = torch.einsum("bnki,bn,bnk->bi", jacobian, w, residual)
-        diagonal = torch.diagonal(hessian, dim1=-2, dim2=-1)
-        step = -torch.linalg.solve(hessian + torch.diag_embed(damping[:, None] * diagonal + 1e-12), gradient)
+    converged = torch.zeros(batch, dtype=torch.bool)
+    rotation, translation = rotation.clone(), translation.clone()
+
+    def evaluate(rotation, translation, points, observed, weight):
+        camera_xyz = camera_points(rotation, translation, points)
+        residual = pixels(camera_xyz, camera) - observed
+        if robust is None:  # plain least squares needs no residual lengths
+            return (weight * residual.square().sum(-1)).sum(-1) / 2, camera_xyz, residual, weight
+        distance = residual.norm(dim=-1)
+        return (weight * robust_cost(distance, robust, scale)).sum(-1), camera_xyz, residual, distance
+
+    rows = torch.arange(batch)
+    points, observed, weight = landmarks_3d, landmarks_2d, weights
+    now_rotation, now_translation = rotation, translation
+    cost, camera_xyz, residual, distance = evaluate(now_rotation, now_translation, points, observed, weight)
+    damping = torch.full((batch,), 1e-6, dtype=torch.float64)
+    previous = torch.full((batch,), float("inf"), dtype=torch.float64)
+    # Step size: radians plus millimetres relative to the distance of the scene from the source.
+    step_scale = torch.cat([torch.ones(batch, 3, dtype=torch.float64), (1 / (1 + translation.norm(dim=-1)))[:, None].expand(-1, 3)], -1)
+    for iteration in range(1, max_iterations + 1):
+        w = weight if robust is None else weight * robust_weight(distance, robust, scale)
+        _, gauss_newton, curvature, gradient = newton_system(camera_xyz, residual, w, camera)
+        diagonal = torch.diagonal(gauss_newton, dim1=-2, dim2=-1)
+        step = -torch.linalg.solve(gauss_newton + curvature + torch.diag_embed(damping[:, None] * diagonal + 1e-12), gradient)
         turn = geometry.rotation_vector_to_matrix(step[:, :3])
-        new_rotation, new_translation = turn @ rotation, (turn @ translation[..., None])[..., 0] + step[:, 3:]
-        new_cost, new_residual, new_distance = cost_of(new_rotation, new_translation)
+        new_rotation, new_translation = turn @ now_rotation, (turn @ now_translation[..., None])[..., 0] + step[:, 3:]
+        new = evaluate(new_rotation, new_translation, points, observed, weight)
         # Near the optimum the cost changes below its rounding: accept steps within it, so the
         # iterate keeps converging to the step tolerance instead of stalling there.
-        better = active & (new_cost <= cost * (1 + 1e-13)) & torch.isfinite(new_cost)
-        rotation = torch.where(better[:, None, None], new_rotation, rotation)
-        translation = torch.where(better[:, None], new_translation, translation)
-        cost = torch.where(better, new_cost, cost)
-        residual = torch.where(better[:, None, None], new_residual, residual)
-        distance = torch.where(better[:, None], new_distance, distance)
+        better = (new[0] <= cost * (1 + 1e-13)) & torch.isfinite(new[0])
+        now_rotation = torch.where(better[:, None, None], new_rotation, now_rotation)
+        now_translation = torch.where(better[:, None], new_translation, now_translation)
+        cost, camera_xyz, residual, distance = (
+            torch.where(better.view(-1, *[1] * (old.dim() - 1)), fresh, old) for fresh, old in zip(new, (cost, camera_xyz, residual, distance))
+        )
         damping = torch.where(better, damping / 10, damping * 10).clamp(1e-12, 1e16)
-        size = step[:, :3].norm(dim=-1) + step[:, 3:].norm(dim=-1) / (1 + translation.norm(dim=-1))
-        done = active & ((size < tolerance) | (cost < 1e-28))
-        iterations += active
-        converged |= done
-        active &= ~done & (damping < 1e16)
+        size = (step * step_scale).norm(dim=-1)
+        quadratic = better & (size < tolerance**0.5) & (size < 1e-2 * previous)
+        done = (size < tolerance) | quadratic | (cost < 1e-28)
+        previous = torch.where(better, size, previous)
+        finished = done | (damping >= 1e16)
+        if finished.any():
+            rotation[rows[finished]], translation[rows[finished]] = now_rotation[finished], now_translation[finished]
+            iterations[rows[finished]] = iteration
+            converged[rows[done]] = True
+            keep = ~finished
+            rows, points, observed, weight, step_scale = rows[keep], points[keep], observed[keep], weight[keep], step_scale[keep]
+            now_rotation, now_translation, damping, previous = now_rotation[keep], now_translation[keep], damping[keep], previous[keep]
+            cost, camera_xyz, residual, distance = cost[keep], camera_xyz[keep], residual[keep], distance[keep]
+            if not len(rows):
+                break
+    rotation[rows], translation[rows] = now_rotation, now_translation
+    iterations[rows] = max_iterations
     return rotation, translation, iterations, converged
 
 
 # ----------------------------------------------------------------------------- implicit gradients
 
 
-def _residual_of_pose(pose: torch.Tensor, landmarks_3d: torch.Tensor, landmarks_2d: torch.Tensor, camera: Camera):
-    """(N, 2) residuals of one pose (6,); for torch.func."""
-    return geometry.project(landmarks_3d[None], pose[None], camera)[0] - landmarks_2d
+def implicit_step(rotation, translation, landmarks_3d, landmarks_2d, weights, camera) -> torch.Tensor:
+    """(B, 6) poses one Newton step from the solved extrinsics: their value, with the implicit gradient.
 
-
-def implicit_step(pose, landmarks_3d, landmarks_2d, weights, camera) -> torch.Tensor:
-    """(B, 6) ``pose - H^-1 g``: equal to ``pose`` at an optimum, with the implicit gradient.
-
-    ``g = J^T W r`` is differentiable in the 2D landmarks and the weights; ``H`` is the exact Hessian
-    of ``1/2 sum w |r|^2`` in pose coordinates (Gauss-Newton term plus the residual term), detached.
+    At the optimum the step ``xi = -H^-1 g`` is zero; ``g = J^T W r`` is differentiable in the 2D
+    landmarks and the weights and ``H`` is the exact Hessian (detached), so ``d pose / d input``
+    is the implicit-function derivative ``-(d pose / d xi) H^-1 dg / d input``.
     """
-    pose = pose.detach()
-    fixed_2d, fixed_weights = landmarks_2d.detach(), weights.detach()
-    jacobian = vmap(jacfwd(_residual_of_pose), in_dims=(0, 0, 0, None))(pose, landmarks_3d, fixed_2d, camera)
-    curvature = vmap(jacfwd(jacfwd(_residual_of_pose)), in_dims=(0, 0, 0, None))(pose, landmarks_3d, fixed_2d, camera)
-    residual = geometry.project(landmarks_3d, pose, camera) - landmarks_2d
-    fixed_residual = residual.detach()
-    hessian = torch.einsum("bnki,bn,bnkj->bij", jacobian, fixed_weights, jacobian)
-    hessian = hessian + torch.einsum("bn,bnk,bnkij->bij", fixed_weights, fixed_residual, curvature)
-    gradient = torch.einsum("bnki,bn,bnk->bi", jacobian, weights, residual)
-    return pose - torch.linalg.solve(hessian, gradient)
+    camera_xyz = camera_points(rotation, translation, landmarks_3d)
+    residual = pixels(camera_xyz, camera) - landmarks_2d
+    jacobian, gauss_newton, curvature, _ = newton_system(camera_xyz, residual.detach(), weights.detach(), camera)
+    hessian = gauss_newton + curvature
+    gradient = (jacobian * (weights[..., None] * residual)[..., None]).sum((1, 2))
+    step = -torch.linalg.solve(hessian, gradient)
+    turn = geometry.rotation_vector_to_matrix(step[:, :3])
+    return geometry.extrinsic_to_pose(turn @ rotation, (turn @ translation[..., None])[..., 0] + step[:, 3:])
 
 
 # ----------------------------------------------------------------------------- the solver
@@ -263,42 +347,48 @@ def solve(
         ``weights`` (implicit function theorem).
     """
     robust_cost(torch.zeros(1), robust, robust_scale)  # validates ``robust`` up front
-    batch = len(landmarks_2d)
-    points = landmarks_3d.to(torch.float64)
-    observed = landmarks_2d.to(torch.float64)
-    given = torch.ones(observed.shape[:2], dtype=torch.float64) if weights is None else weights.to(torch.float64)
-    usable = usable_landmarks(points, observed, given)
-    valid = well_posed(points, usable)
-    # Unusable landmarks take weight 0 and harmless coordinates, so no NaN enters any sum.
-    weight = torch.where(usable, given, torch.zeros_like(given))
-    points = torch.where(usable[..., None], points, torch.zeros_like(points))
-    observed = torch.where(usable[..., None], observed, torch.zeros_like(observed))
-
-    pose = torch.full((batch, 6), float("nan"), dtype=torch.float64)
-    iterations = torch.zeros(batch, dtype=torch.long)
-    converged = torch.zeros(batch, dtype=torch.bool)
-    if valid.any():
+    given = torch.ones(landmarks_2d.shape[:2], dtype=torch.float64) if weights is None else weights.to(torch.float64)
+    differentiable = torch.is_grad_enabled() and (landmarks_2d.requires_grad or given.requires_grad)
+    with torch.inference_mode():
+        points, observed, weight, usable, valid = _prepared(landmarks_3d, landmarks_2d, given)
+        batch = len(observed)
+        pose = torch.full((batch, 6), float("nan"), dtype=torch.float64)
+        iterations = torch.zeros(batch, dtype=torch.long)
+        converged = torch.zeros(batch, dtype=torch.bool)
         rows = torch.nonzero(valid)[:, 0]
-        rows_3d, rows_2d, rows_weight = points[rows], observed[rows], weight[rows]
-        with torch.no_grad():
+        if len(rows):
+            rows_3d, rows_2d, rows_weight = points[rows], observed[rows], weight[rows]
             if init is None:
                 rotation, translation = weak_perspective_init(rows_3d, rows_2d, rows_weight, camera)
             else:
-                rotation, translation = geometry.make_rt_inv(init.detach().to(torch.float64)[rows])
-            rotation, translation, rows_iterations, rows_converged = levenberg_marquardt(
-                rows_3d, rows_2d.detach(), rows_weight.detach(), camera, rotation, translation,
-                robust, robust_scale, max_iterations, tolerance,
+                rotation, translation = geometry.make_rt_inv(init.to(torch.float64)[rows])
+            rotation, translation, iterations[rows], converged[rows] = levenberg_marquardt(
+                rows_3d, rows_2d, rows_weight, camera, rotation, translation, robust, robust_scale, max_iterations, tolerance
             )
-            solved = geometry.extrinsic_to_pose(rotation, translation)
-            distance = (geometry.project(rows_3d, solved, camera) - rows_2d).norm(dim=-1)
-            robust_factor = robust_weight(distance, robust, robust_scale)
-        if torch.is_grad_enabled() and (rows_2d.requires_grad or rows_weight.requires_grad):
-            solved = implicit_step(solved, rows_3d, rows_2d, rows_weight * robust_factor, camera)
-        pose = pose.index_put((rows,), solved)
-        iterations[rows], converged[rows] = rows_iterations, rows_converged
-    residuals = geometry.project(points, pose, camera) - torch.where(usable[..., None], observed, torch.nan)
+            pose[rows] = geometry.extrinsic_to_pose(rotation, translation)
+        residuals = geometry.project(points, pose, camera) - torch.where(usable[..., None], observed, torch.nan)
+    # Outside inference mode, as ordinary tensors: callers may use them in autograd.
+    pose, residuals, iterations, converged = (t.clone() for t in (pose, residuals, iterations, converged))
+    if differentiable and len(rows):
+        points, observed, weight, _, _ = _prepared(landmarks_3d, landmarks_2d, given)
+        rows, rotation, translation = rows.clone(), rotation.clone(), translation.clone()
+        distance = (pixels(camera_points(rotation, translation, points[rows]), camera) - observed[rows].detach()).norm(dim=-1)
+        step_weight = weight[rows] * robust_weight(distance, robust, robust_scale)
+        pose = pose.index_put((rows,), implicit_step(rotation, translation, points[rows], observed[rows], step_weight, camera))
     dtype = landmarks_2d.dtype
     return Registration(pose.to(dtype), residuals.to(dtype), iterations, converged)
+
+
+def _prepared(landmarks_3d: torch.Tensor, landmarks_2d: torch.Tensor, weights: torch.Tensor):
+    """float64 points, observations and weights with unusable landmarks zeroed (weight 0), the
+    (B, N) usable mask and the (B,) well-posed mask; so that no NaN enters any sum."""
+    points, observed = landmarks_3d.to(torch.float64), landmarks_2d.to(torch.float64)
+    usable = usable_landmarks(points, observed, weights)
+    valid = well_posed(points, usable)
+    weight = torch.where(usable, weights, torch.zeros_like(weights))
+    points = torch.where(usable[..., None], points, torch.zeros_like(points))
+    observed = torch.where(usable[..., None], observed, torch.zeros_like(observed))
+    return points, observed, weight, usable, valid
 
 
 # ----------------------------------------------------------------------------- the paper's solver
