@@ -3,11 +3,13 @@
 ``solve`` finds, for every sample of a batch at once, the pose that minimises the (optionally
 robust, optionally weighted) reprojection error of the 3D landmarks onto the 2D ones:
 
-1. initialisation in closed form: a weak-perspective (affine) camera fitted by least squares to
-   the landmarks, made orthonormal; unique for 4 or more non-coplanar points and close to the
-   answer because a C-arm sees the pelvis with little depth variation relative to its distance;
-2. Levenberg-Marquardt with the analytic Jacobian of the projection under a left perturbation of
-   the camera pose, float64, every sample at once, each stopping on its own convergence;
+1. initialisation in closed form: a scaled-orthographic camera fitted by least squares to the
+   landmarks and made orthonormal, then corrected for perspective a few times (POSIT); unique
+   for 4 or more non-coplanar points, so no starting pose is needed;
+2. damped Newton steps (Levenberg-Marquardt damping) with the exact Hessian of the reprojection
+   error in the local chart of the camera pose, derived analytically: quadratic convergence even
+   where noisy landmarks leave large residuals; float64, every sample at once, each stopping on
+   its own convergence and leaving the working set;
 3. gradients by the implicit function theorem: one Newton step taken at the detached solution,
    ``pose* - H^-1 g(landmarks_2d, weights)``, has the solver's value and carries the exact
    derivative of the solution with respect to the 2D landmarks and the weights, at the cost of one
