@@ -180,7 +180,7 @@ def nearest_rotation_rows(affine: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     root_det = (gram[:, 0, 0] * gram[:, 1, 1] - gram[:, 0, 1] ** 2).clamp_min(1e-300).sqrt()
     singular_sum = (gram[:, 0, 0] + gram[:, 1, 1] + 2 * root_det).sqrt()
     # inverse of (M + sqrt(det) I) by its adjugate; its determinant is sqrt(det) * singular_sum^2.
-    shifted = gram + root_det[:, None, None] * torch.eye(2, dtype=gram.dtype)
+    shifted = gram + root_det[:, None, None] * torch.eye(2, dtype=gram.dtype, device=gram.device)
     adjugate = torch.stack(
         [torch.stack([shifted[:, 1, 1], -shifted[:, 0, 1]], -1), torch.stack([-shifted[:, 1, 0], shifted[:, 0, 0]], -1)], -2
     )
@@ -208,7 +208,7 @@ def weak_perspective_init(
     centered = landmarks_3d - center
     design = torch.cat([centered, torch.ones_like(landmarks_3d[..., :1])], -1)  # (B, N, 4)
     weighted = (design * weights[..., None]).transpose(-1, -2)
-    fit = torch.linalg.solve(weighted @ design + 1e-12 * torch.eye(4, dtype=design.dtype), weighted)  # (B, 4, N)
+    fit = torch.linalg.solve(weighted @ design + 1e-12 * torch.eye(4, dtype=design.dtype, device=design.device), weighted)  # (B, 4, N)
     image = normalised
     for _ in range(corrections + 1):
         affine = (fit @ image).transpose(-1, -2)  # (B, 2, 4)
@@ -240,8 +240,9 @@ def levenberg_marquardt(
         rotation (B, 3, 3), translation (B, 3), iterations (B,), converged (B,).
     """
     batch = len(landmarks_3d)
-    iterations = torch.zeros(batch, dtype=torch.long)
-    converged = torch.zeros(batch, dtype=torch.bool)
+    device = landmarks_3d.device
+    iterations = torch.zeros(batch, dtype=torch.long, device=device)
+    converged = torch.zeros(batch, dtype=torch.bool, device=device)
     rotation, translation = rotation.clone(), translation.clone()
 
     def evaluate(rotation, translation, points, observed, weight):
@@ -252,14 +253,14 @@ def levenberg_marquardt(
         distance = residual.norm(dim=-1)
         return (weight * robust_cost(distance, robust, scale)).sum(-1), camera_xyz, residual, distance
 
-    rows = torch.arange(batch)
+    rows = torch.arange(batch, device=device)
     points, observed, weight = landmarks_3d, landmarks_2d, weights
     now_rotation, now_translation = rotation, translation
     cost, camera_xyz, residual, distance = evaluate(now_rotation, now_translation, points, observed, weight)
-    damping = torch.full((batch,), 1e-6, dtype=torch.float64)
-    previous = torch.full((batch,), float("inf"), dtype=torch.float64)
+    damping = torch.full((batch,), 1e-6, dtype=torch.float64, device=device)
+    previous = torch.full((batch,), float("inf"), dtype=torch.float64, device=device)
     # Step size: radians plus millimetres relative to the distance of the scene from the source.
-    step_scale = torch.cat([torch.ones(batch, 3, dtype=torch.float64), (1 / (1 + translation.norm(dim=-1)))[:, None].expand(-1, 3)], -1)
+    step_scale = torch.cat([torch.ones(batch, 3, dtype=torch.float64, device=device), (1 / (1 + translation.norm(dim=-1)))[:, None].expand(-1, 3)], -1)
     for iteration in range(1, max_iterations + 1):
         w = weight if robust is None else weight * robust_weight(distance, robust, scale)
         _, gauss_newton, curvature, gradient = newton_system(camera_xyz, residual, w, camera)
@@ -349,14 +350,14 @@ def solve(
         ``weights`` (implicit function theorem).
     """
     robust_cost(torch.zeros(1), robust, robust_scale)  # validates ``robust`` up front
-    given = torch.ones(landmarks_2d.shape[:2], dtype=torch.float64) if weights is None else weights.to(torch.float64)
+    given = landmarks_2d.new_ones(landmarks_2d.shape[:2], dtype=torch.float64) if weights is None else weights.to(torch.float64)
     differentiable = torch.is_grad_enabled() and (landmarks_2d.requires_grad or given.requires_grad)
     with torch.inference_mode():
         points, observed, weight, usable, valid = _prepared(landmarks_3d, landmarks_2d, given)
         batch = len(observed)
-        pose = torch.full((batch, 6), float("nan"), dtype=torch.float64)
-        iterations = torch.zeros(batch, dtype=torch.long)
-        converged = torch.zeros(batch, dtype=torch.bool)
+        pose = observed.new_full((batch, 6), float("nan"))
+        iterations = torch.zeros(batch, dtype=torch.long, device=observed.device)
+        converged = torch.zeros(batch, dtype=torch.bool, device=observed.device)
         rows = torch.nonzero(valid)[:, 0]
         if len(rows):
             rows_3d, rows_2d, rows_weight = points[rows], observed[rows], weight[rows]
@@ -427,9 +428,9 @@ def solve_unrolled(
         raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
     dtype = landmarks_2d.dtype
     points, observed = landmarks_3d.to(torch.float64), landmarks_2d.to(torch.float64)
-    weight = torch.ones(observed.shape[:2], dtype=torch.float64) if weights is None else weights.to(torch.float64)
-    scale = torch.tensor([1.0, 1.0, 1.0, translation_scale, translation_scale, translation_scale], dtype=torch.float64)
-    low, high = (None, None) if bounds is None else (bounds[0].to(torch.float64) / scale, bounds[1].to(torch.float64) / scale)
+    weight = observed.new_ones(observed.shape[:2]) if weights is None else weights.to(torch.float64)
+    scale = torch.tensor([1.0, 1.0, 1.0, translation_scale, translation_scale, translation_scale], dtype=torch.float64, device=observed.device)
+    low, high = (None, None) if bounds is None else (bound.to(scale) / scale for bound in bounds)
     differentiable = torch.is_grad_enabled() and (landmarks_2d.requires_grad or (weights is not None and weights.requires_grad))
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
@@ -452,7 +453,7 @@ def solve_unrolled(
         pose = pose.detach()
     residuals = geometry.project(points, pose, camera) - observed
     finite = torch.isfinite(pose).all(-1)
-    count = torch.full((len(pose),), iterations, dtype=torch.long)
+    count = torch.full((len(pose),), iterations, dtype=torch.long, device=pose.device)
     return Registration(pose.to(dtype), residuals.to(dtype), count, finite)
 
 

@@ -194,3 +194,14 @@ def test_bad_options_are_refused(landmarks, call, message):
     points, observed, _ = scene(landmarks, seed=16, batch_size=1)
     with pytest.raises(ValueError, match=message):
         call(points, observed)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_gpu_matches_cpu(landmarks):
+    points, observed, _ = scene(landmarks, seed=17, batch_size=32, noise_px=2.0)
+    cpu = registration.solve(points, observed, CAMERA)
+    observed_gpu = observed.cuda().requires_grad_()
+    gpu = registration.solve(points.cuda(), observed_gpu, CAMERA)
+    gpu.pose.sum().backward()
+    assert torch.allclose(gpu.pose.detach().cpu(), cpu.pose, atol=1e-8)
+    assert torch.isfinite(observed_gpu.grad).all()
