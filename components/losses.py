@@ -1,0 +1,170 @@
+"""Training losses, registered by name and combined by weights from the config.
+
+Every loss takes the model's logits (B, 8, H, W), the batch (a dict of tensors: ``image`` (B, 1,
+H, W), ``landmarks_2d`` (B, 8, 2) px, ``visible`` (B, 8), ``landmarks_3d`` (B, 8, 3) mm, ``pose``
+(B, 6)) and a ``LossContext``; it returns a scalar and the parts to log (floats).
+
+- ``bce``: BCEWithLogits on disk (or Gaussian) masks, the paper's baseline;
+- ``pose``: registration of the soft-argmax landmarks, then the rotation geodesic angle (degrees)
+  and the translation distance (mm) against the true pose, each weighted (the paper's pose loss);
+- ``reprojection``: registration, then the true 3D landmarks projected with the estimated pose
+  against the true 2D landmarks, px;
+- ``landmark``: soft-argmax points against the true 2D points, px, without registration (the
+  control that tells whether the registration adds anything).
+
+Invisible landmarks are masked out of every loss.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from components import geometry, heatmaps, metrics, registration
+from components.geometry import Camera
+
+LossFunction = Callable[[torch.Tensor, dict, "LossContext"], tuple[torch.Tensor, dict[str, float]]]
+LOSSES: dict[str, LossFunction] = {}
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What the losses need besides logits and batch.
+
+    Attributes:
+        camera: the detector at the heatmaps' resolution.
+        temperature: soft-argmax temperature (see ``heatmaps``).
+        target: "disk" (the paper's masks) or "gaussian" targets for ``bce``.
+        radius, sigma: disk radius and Gaussian standard deviation, px.
+        pos_weight: BCE weight of positive pixels (None: 1).
+        solver: "implicit" (``registration.solve``) or "unrolled" (the paper's Adam from the AP view).
+        rotation_weight, translation_weight: per degree and per mm in ``pose``.
+        robust: robust loss of the registration (None, "huber", "cauchy").
+        source_to_isocenter: the AP view's distance, the unrolled solver's start.
+        unrolled_iterations: the unrolled solver's iterations.
+    """
+
+    camera: Camera
+    temperature: float = 1.0
+    target: Literal["disk", "gaussian"] = "disk"
+    radius: float = 3.0
+    sigma: float = 2.0
+    pos_weight: float | None = None
+    solver: Literal["implicit", "unrolled"] = "implicit"
+    rotation_weight: float = 1.0
+    translation_weight: float = 1.0
+    robust: Literal["huber", "cauchy"] | None = None
+    source_to_isocenter: float = 800.0
+    unrolled_iterations: int = 100
+
+
+def register(name: str):
+    """Decorator: make a loss function available under ``name``."""
+
+    def add(function: LossFunction) -> LossFunction:
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is registered twice")
+        LOSSES[name] = function
+        return function
+
+    return add
+
+
+def targets(batch: dict, context: LossContext, height: int, width: int) -> torch.Tensor:
+    """(B, 8, H, W) training targets of the batch's landmarks."""
+    if context.target == "disk":
+        return heatmaps.disk_targets(batch["landmarks_2d"], batch["visible"], height, width, context.radius)
+    if context.target == "gaussian":
+        return heatmaps.gaussian_targets(batch["landmarks_2d"], batch["visible"], height, width, context.sigma)
+    raise ValueError(f"target must be 'disk' or 'gaussian', got {context.target!r}")
+
+
+@register("bce")
+def bce(logits: torch.Tensor, batch: dict, context: LossContext):
+    """Mean BCEWithLogits over the pixels of the visible landmarks' heatmaps."""
+    height, width = logits.shape[-2:]
+    target = targets(batch, context, height, width).to(logits.dtype)
+    pos_weight = None if context.pos_weight is None else logits.new_tensor(context.pos_weight)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
+    visible = batch["visible"].to(logits.dtype)
+    loss = (per_pixel.mean((-2, -1)) * visible).sum() / visible.sum().clamp_min(1)
+    return loss, {"bce": loss.item()}
+
+
+@register("landmark")
+def landmark(logits: torch.Tensor, batch: dict, context: LossContext):
+    """Mean distance (px) of the soft-argmax points to the true ones, over visible landmarks."""
+    predicted = heatmaps.soft_argmax(logits, context.temperature)
+    distance = (predicted - batch["landmarks_2d"].to(predicted.dtype)).norm(dim=-1)
+    visible = batch["visible"].to(distance.dtype)
+    loss = (distance * visible).sum() / visible.sum().clamp_min(1)
+    return loss, {"landmark_px": loss.item()}
+
+
+def register_predicted(logits: torch.Tensor, batch: dict, context: LossContext) -> registration.Registration:
+    """The pose of every sample from its soft-argmax landmarks (visible ones only)."""
+    predicted = heatmaps.soft_argmax(logits, context.temperature)
+    weights = batch["visible"].to(torch.float64)
+    if context.solver == "implicit":
+        return registration.solve(batch["landmarks_3d"], predicted, context.camera, weights=weights, robust=context.robust)
+    if context.solver == "unrolled":
+        start = geometry.ap_pose(context.source_to_isocenter, len(predicted), device=predicted.device)
+        return registration.solve_unrolled(
+            batch["landmarks_3d"], predicted, context.camera, start, iterations=context.unrolled_iterations, weights=weights
+        )
+    raise ValueError(f"solver must be 'implicit' or 'unrolled', got {context.solver!r}")
+
+
+def mean_over_solved(values: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """Mean of the finite entries of (B,) ``values``; 0 (still in the graph of ``anchor``) if none."""
+    finite = torch.isfinite(values)
+    if not finite.any():
+        return anchor.sum() * 0.0
+    return values[finite].mean()
+
+
+@register("pose")
+def pose(logits: torch.Tensor, batch: dict, context: LossContext):
+    """Weighted rotation angle (deg) plus translation distance (mm) of the registered pose."""
+    solved = register_predicted(logits, batch, context)
+    truth = batch["pose"].to(torch.float64)
+    rotation = mean_over_solved(metrics.rotation_error_deg(solved.pose.double(), truth), logits)
+    translation = mean_over_solved(metrics.translation_error_mm(solved.pose.double(), truth), logits)
+    loss = (context.rotation_weight * rotation + context.translation_weight * translation).to(logits.dtype)
+    parts = {"pose": loss.item(), "pose_rotation_deg": rotation.item(), "pose_translation_mm": translation.item()}
+    return loss, parts | {"pose_failures": float((~torch.isfinite(solved.pose).all(-1)).sum())}
+
+
+@register("reprojection")
+def reprojection(logits: torch.Tensor, batch: dict, context: LossContext):
+    """RMS distance (px) between the true 2D landmarks and the 3D ones projected with the registered pose."""
+    solved = register_predicted(logits, batch, context)
+    projected = geometry.project(batch["landmarks_3d"].to(torch.float64), solved.pose.double(), context.camera)
+    squared = (projected - batch["landmarks_2d"].to(torch.float64)).pow(2).sum(-1)
+    visible = batch["visible"].to(torch.float64)
+    per_sample = ((squared * visible).sum(-1) / visible.sum(-1).clamp_min(1)).sqrt()
+    loss = mean_over_solved(per_sample, logits).to(logits.dtype)
+    return loss, {"reprojection_px": loss.item()}
+
+
+class WeightedLoss:
+    """``sum_i w_i loss_i`` over the named losses; its parts are every loss's parts plus ``loss``."""
+
+    def __init__(self, weights: dict[str, float]):
+        unknown = sorted(set(weights) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss(es) {unknown}; registered: {sorted(LOSSES)}")
+        if not weights:
+            raise ValueError("a loss needs at least one named part")
+        self.weights = dict(weights)
+
+    def __call__(self, logits: torch.Tensor, batch: dict, context: LossContext):
+        total, parts = 0.0, {}
+        for name, weight in self.weights.items():
+            value, logged = LOSSES[name](logits, batch, context)
+            total = total + weight * value
+            parts.update(logged)
+        parts["loss"] = float(total.item())
+        return total, parts

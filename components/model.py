@@ -1,0 +1,71 @@
+"""The landmark U-Net: segmentation-models-pytorch, 1 input channel, one output channel per landmark.
+
+Encoder weights are random unless a local weights file is given; nothing is ever downloaded.
+"""
+
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+
+from components.anatomy import N_LANDMARKS
+
+DECODER_CHANNELS = (256, 128, 64, 32, 16)
+
+
+def make_unet(
+    encoder: str = "resnet18",
+    encoder_depth: int = 4,
+    decoder_channels: tuple[int, ...] | None = None,
+    encoder_weights: str | Path | None = None,
+) -> torch.nn.Module:
+    """A U-Net mapping (B, 1, H, W) images to (B, 8, H, W) heatmap logits.
+
+    Args:
+        encoder: any segmentation-models-pytorch encoder name (e.g. "resnet18", "resnet34").
+        encoder_depth: 3 to 5 down-sampling stages (H and W must be divisible by 2**depth).
+        decoder_channels: one width per stage (default: the last ``encoder_depth`` of 256..16).
+        encoder_weights: a local file with the encoder's state dict (``torch.save``); a 3-channel
+            first convolution in it is summed to 1 channel. None: random initialisation.
+    """
+    if not 3 <= encoder_depth <= 5:
+        raise ValueError(f"encoder_depth must be 3, 4 or 5, got {encoder_depth}")
+    channels = tuple(decoder_channels or DECODER_CHANNELS[-encoder_depth:])
+    if len(channels) != encoder_depth:
+        raise ValueError(f"decoder_channels needs {encoder_depth} widths (one per stage), got {channels}")
+    try:
+        model = smp.Unet(
+            encoder_name=encoder, encoder_depth=encoder_depth, encoder_weights=None,
+            decoder_channels=channels, in_channels=1, classes=N_LANDMARKS,
+        )
+    except KeyError as error:
+        raise ValueError(f"unknown encoder {encoder!r} (segmentation-models-pytorch encoders, e.g. resnet18)") from error
+    if encoder_weights is not None:
+        load_encoder_weights(model, Path(encoder_weights))
+    return model
+
+
+def load_encoder_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a local encoder state dict into ``model.encoder``; clear errors for a bad file."""
+    if not path.is_file():
+        raise ValueError(f"{path}: encoder weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a foreign file
+        raise ValueError(f"{path}: not a torch state dict ({error.__class__.__name__})") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict of the encoder, got {type(state).__name__}")
+    own = model.encoder.state_dict()
+    for key, value in state.items():
+        if key in own and value.dim() == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:
+            state[key] = value.sum(1, keepdim=True)  # an RGB first convolution for grey images
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise ValueError(
+            f"{path}: does not fit encoder {type(model.encoder).__name__}: {len(missing)} missing keys "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+            f"{len(wrong_shape)} of another shape (e.g. {wrong_shape[:2]})"
+        )
+    model.encoder.load_state_dict(state)

@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+
+from components import geometry, heatmaps, losses, registration
+from components.geometry import Camera
+from components.losses import LossContext, WeightedLoss
+from components.model import make_unet
+from components.phantom import phantom_subject
+
+CAMERA = Camera(sdd=1020.0, height=64, width=64, delx=431 / 64, dely=431 / 64)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Two views of a phantom at 64 px: true poses, landmarks and visibility."""
+    landmarks_3d = torch.from_numpy(phantom_subject(0, voxel_size=4.0).landmarks).expand(2, -1, -1).clone()
+    angles = torch.tensor([[0.05, -0.1, 0.08], [-0.1, 0.05, 0.0]], dtype=torch.float64)
+    pose = geometry.pose_from_euler_zxy(angles, torch.tensor([[5.0, 800.0, -8.0], [-6.0, 790.0, 4.0]], dtype=torch.float64))
+    landmarks_2d = geometry.project(landmarks_3d, pose, CAMERA)
+    return {"image": torch.zeros(2, 1, 64, 64), "landmarks_2d": landmarks_2d, "visible": torch.ones(2, 8, dtype=torch.bool),
+            "landmarks_3d": landmarks_3d, "pose": pose}
+
+
+def peaked_logits(points: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """(B, 8, 64, 64) log-Gaussian logits whose soft-argmax (T = 1) is ``points``."""
+    return (-heatmaps.squared_distances(points.float(), 64, 64) / (2 * sigma**2)).requires_grad_()
+
+
+def test_registry_knows_the_four_losses():
+    assert set(losses.LOSSES) == {"bce", "pose", "reprojection", "landmark"}
+
+
+def test_bce_of_zero_logits_is_log_two(batch):
+    value, parts = losses.LOSSES["bce"](torch.zeros(2, 8, 64, 64), batch, LossContext(CAMERA))
+    assert value.item() == pytest.approx(math.log(2)) and parts["bce"] == pytest.approx(math.log(2))
+
+
+def test_bce_positive_weight_and_invisible_masking(batch):
+    # logits 0 everywhere: per pixel ln 2 * (pos_weight on the disk pixels, 1 elsewhere).
+    context = LossContext(CAMERA, radius=1.0, pos_weight=5.0)
+    masked = dict(batch, visible=batch["visible"].clone())
+    masked["visible"][:, 1:] = False
+    value, _ = losses.LOSSES["bce"](torch.zeros(2, 8, 64, 64), masked, context)
+    disk = heatmaps.disk_targets(batch["landmarks_2d"], batch["visible"], 64, 64, 1.0)[:, 0]
+    expected = math.log(2) * (1 + 4 * disk.mean((-2, -1))).mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_landmark_loss_is_the_mean_distance(batch):
+    shifted = batch["landmarks_2d"] + torch.tensor([3.0, 4.0], dtype=torch.float64)
+    value, parts = losses.LOSSES["landmark"](peaked_logits(shifted), batch, LossContext(CAMERA))
+    assert value.item() == pytest.approx(5.0, abs=1e-3) and parts["landmark_px"] == pytest.approx(5.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["pose", "reprojection"])
+def test_registration_losses_vanish_at_the_truth(batch, name):
+    value, _ = losses.LOSSES[name](peaked_logits(batch["landmarks_2d"]), batch, LossContext(CAMERA))
+    assert abs(value.item()) < 1e-3
+
+
+def test_pose_loss_weights_rotation_degrees_and_translation_mm(batch):
+    moved = batch["landmarks_2d"] + torch.tensor([2.0, -1.0], dtype=torch.float64)
+    logits = peaked_logits(moved)
+    context = LossContext(CAMERA, rotation_weight=2.0, translation_weight=0.5)
+    value, parts = losses.LOSSES["pose"](logits, batch, context)
+    assert parts["pose_rotation_deg"] > 0.1 and parts["pose_translation_mm"] > 1.0
+    assert value.item() == pytest.approx(2.0 * parts["pose_rotation_deg"] + 0.5 * parts["pose_translation_mm"], rel=1e-5)
+
+
+def test_reprojection_is_the_rms_pixel_error(batch):
+    moved = batch["landmarks_2d"].clone()
+    moved[:, 0] += torch.tensor([6.0, 0.0], dtype=torch.float64)  # one landmark off by 6 px
+    logits = peaked_logits(moved)
+    value, _ = losses.LOSSES["reprojection"](logits, batch, LossContext(CAMERA))
+    solved = registration.solve(batch["landmarks_3d"], heatmaps.soft_argmax(logits.detach()).double(), CAMERA).pose
+    error = geometry.project(batch["landmarks_3d"], solved, CAMERA) - batch["landmarks_2d"]
+    expected = error.pow(2).sum(-1).mean(-1).sqrt().mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert 0.1 < value.item() < 6.0  # the fit spreads the 6 px over all landmarks
+
+
+@pytest.mark.parametrize("solver", ["implicit", "unrolled"])
+@pytest.mark.parametrize("name", ["pose", "reprojection"])
+def test_registration_losses_reach_the_model_parameters(batch, name, solver):
+    torch.manual_seed(0)
+    model = make_unet(encoder_depth=3)
+    logits = model(torch.randn(2, 1, 64, 64))
+    context = LossContext(CAMERA, temperature=1.0, solver=solver, unrolled_iterations=10)
+    value, _ = losses.LOSSES[name](logits, batch, context)
+    value.backward()
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    assert gradients and all(torch.isfinite(g).all() for g in gradients)
+    assert sum(g.abs().sum() for g in gradients) > 0
+
+
+def test_weighted_sum_of_named_losses(batch):
+    logits = peaked_logits(batch["landmarks_2d"] + torch.tensor([3.0, 4.0], dtype=torch.float64))
+    context = LossContext(CAMERA)
+    total, parts = WeightedLoss({"bce": 1.0, "landmark": 0.1})(logits, batch, context)
+    assert total.item() == pytest.approx(parts["bce"] + 0.1 * parts["landmark_px"], rel=1e-6)
+    assert parts["loss"] == pytest.approx(total.item())
+
+
+@pytest.mark.parametrize("weights, message", [({"dice": 1.0}, r"unknown loss\(es\) \['dice'\]"), ({}, "at least one")])
+def test_bad_loss_names(weights, message):
+    with pytest.raises(ValueError, match=message):
+        WeightedLoss(weights)

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from components.model import make_unet
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_one_channel_in_eight_out(depth):
+    model = make_unet(encoder_depth=depth)
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 8, 64, 64)
+
+
+def test_local_encoder_weights_round_trip(tmp_path):
+    torch.manual_seed(0)
+    source = make_unet()
+    path = tmp_path / "encoder.pt"
+    torch.save(source.encoder.state_dict(), path)
+    torch.manual_seed(1)
+    loaded = make_unet(encoder_weights=path)
+    for (name, a), b in zip(source.encoder.state_dict().items(), loaded.encoder.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_rgb_first_convolution_is_summed_to_grey(tmp_path):
+    state = make_unet().encoder.state_dict()
+    state["conv1.weight"] = torch.ones(64, 3, 7, 7)
+    torch.save(state, tmp_path / "rgb.pt")
+    model = make_unet(encoder_weights=tmp_path / "rgb.pt")
+    assert torch.equal(model.encoder.conv1.weight, torch.full((64, 1, 7, 7), 3.0))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(encoder_depth=6), "encoder_depth must be 3, 4 or 5"),
+        (dict(decoder_channels=(32, 16)), "decoder_channels needs 4 widths"),
+        (dict(encoder="resnet999"), "unknown encoder 'resnet999'"),
+        (dict(encoder_weights="/nonexistent/encoder.pt"), "encoder weights file not found"),
+    ],
+)
+def test_bad_settings(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        make_unet(**arguments)
+
+
+def test_foreign_weights_file(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a torch state dict"):
+        make_unet(encoder_weights=tmp_path / "junk.pt")
+    torch.save({"fc.bias": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="does not fit encoder"):
+        make_unet(encoder_weights=tmp_path / "other.pt")
