@@ -10,8 +10,6 @@ Run: ``python benchmarks/drr_generation.py [--quick]``; writes ``benchmarks/resu
 import argparse
 import json
 import logging
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,27 +24,13 @@ from torchio import ScalarImage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import commit, machine  # noqa: E402
 from components.cohort import phantom_cohort  # noqa: E402
 from components.drr import HU_RANGE, SubjectRenderer  # noqa: E402
 from components.poses import sample_poses  # noqa: E402
 from components.subject import world_to_voxel  # noqa: E402
 from study.config import load_config  # noqa: E402
 from study.generate import ShardPlan, generate, render_shard  # noqa: E402
-
-
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "threads": 1, "gpu": gpu}
-
-
-def commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
 
 
 def per_core_rate(config, size: int, views: int) -> float:

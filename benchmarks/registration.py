@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.drr_generation import commit, machine  # noqa: E402
+from benchmarks.common import commit, machine, median_seconds  # noqa: E402
 from components import geometry, metrics, registration  # noqa: E402
 from components.geometry import Camera  # noqa: E402
 from components.phantom import phantom_subject  # noqa: E402
@@ -49,16 +48,6 @@ def inputs(count: int, seed: int = 0):
     observed = geometry.project(points, poses, CAMERA)
     observed = observed + NOISE_PX * torch.randn(observed.shape, generator=generator, dtype=torch.float64)
     return points, observed, poses
-
-
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def accuracy(pose: torch.Tensor, points: torch.Tensor, observed: torch.Tensor, truth: torch.Tensor) -> dict:

@@ -9,9 +9,7 @@ Run: ``python benchmarks/train_step.py [--quick]``; writes ``benchmarks/results/
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -19,7 +17,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.drr_generation import commit, machine  # noqa: E402
+from benchmarks.common import commit, machine, median_seconds  # noqa: E402
 from components import geometry, losses  # noqa: E402
 from components.model import make_unet  # noqa: E402
 from components.phantom import phantom_subject  # noqa: E402
@@ -65,13 +63,7 @@ def step_seconds(weights: dict, solver: str, batch: dict, context: losses.LossCo
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(step, repeats)
 
 
 def main() -> None:
@@ -92,7 +84,7 @@ def main() -> None:
     }]
     for goal in goals:
         goal["met"] = bool(goal["value"] <= goal["target"])
-    report = {"benchmark": "train_step", "commit": commit(), "machine": {**machine(), "threads": results["threads"]},
+    report = {"benchmark": "train_step", "commit": commit(), "machine": machine(threads=results["threads"]),
               "results": results, "goals": goals}
     out = REPO / "benchmarks" / "results" / ("train_step.gpu.json" if device.type == "cuda" else "train_step.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
