@@ -25,3 +25,14 @@ def mean_target_registration_error_mm(pose: torch.Tensor, reference: torch.Tenso
     moved = geometry.to_camera_frame(landmarks_3d, pose)
     expected = geometry.to_camera_frame(landmarks_3d, reference)
     return (moved - expected).norm(dim=-1).mean(-1)
+
+
+def landmark_squared_errors(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """(B, N) squared distance (px²) between (B, N, 2) predicted and true 2D landmarks."""
+    return (predicted - truth).pow(2).sum(-1)
+
+
+def landmark_rmse(predicted: torch.Tensor, truth: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Root of the mean squared distance over the visible landmarks of (B, N, 2) points; NaN if none."""
+    mask = visible.to(predicted.dtype)
+    return ((landmark_squared_errors(predicted, truth) * mask).sum() / mask.sum()).sqrt()

@@ -40,13 +40,40 @@ def make_unet(
         )
     except KeyError as error:
         raise ValueError(f"unknown encoder {encoder!r} (segmentation-models-pytorch encoders, e.g. resnet18)") from error
+    dropped = drop_unused_stages(model.encoder, encoder_depth)
     if encoder_weights is not None:
-        load_encoder_weights(model, Path(encoder_weights))
+        load_encoder_weights(model, Path(encoder_weights), skip=dropped)
     return model
 
 
-def load_encoder_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load a local encoder state dict into ``model.encoder``; clear errors for a bad file."""
+def drop_unused_stages(encoder: torch.nn.Module, depth: int) -> list[str]:
+    """Replace the encoder stages that a shallower ``depth`` never runs by ``Identity``.
+
+    smp keeps, e.g., ResNet's ``layer4`` at depth 4 without using it; unused parameters would make
+    DistributedDataParallel fail and checkpoints larger. Found by one backward pass on a dummy image.
+    Returns the names of the dropped stages.
+    """
+    size = 2 ** (depth + 1)
+    was_training = encoder.training
+    encoder.eval()  # no batch-norm statistics from the dummy image
+    encoder.zero_grad(set_to_none=True)
+    sum(feature.sum() for feature in encoder(torch.zeros(1, 1, size, size))).backward()
+    encoder.train(was_training)
+    dropped = []
+    for name, child in list(encoder.named_children()):
+        parameters = list(child.parameters())
+        if parameters and all(p.grad is None for p in parameters):
+            setattr(encoder, name, torch.nn.Identity())
+            dropped.append(name)
+    encoder.zero_grad(set_to_none=True)
+    return dropped
+
+
+def load_encoder_weights(model: torch.nn.Module, path: Path, skip: list[str] = ()) -> None:
+    """Load a local encoder state dict into ``model.encoder``; clear errors for a bad file.
+
+    Keys of the stages named in ``skip`` (those a shallow encoder dropped) are ignored.
+    """
     if not path.is_file():
         raise ValueError(f"{path}: encoder weights file not found")
     try:
@@ -55,6 +82,7 @@ def load_encoder_weights(model: torch.nn.Module, path: Path) -> None:
         raise ValueError(f"{path}: not a torch state dict ({error.__class__.__name__})") from error
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict of the encoder, got {type(state).__name__}")
+    state = {key: value for key, value in state.items() if key.split(".")[0] not in skip}
     own = model.encoder.state_dict()
     for key, value in state.items():
         if key in own and value.dim() == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:

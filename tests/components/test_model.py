@@ -50,3 +50,20 @@ def test_foreign_weights_file(tmp_path):
     torch.save({"fc.bias": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="does not fit encoder"):
         make_unet(encoder_weights=tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("depth", [3, 4, 5])
+def test_every_parameter_is_used(depth):
+    """DistributedDataParallel refuses unused parameters: stages past the depth are dropped."""
+    model = make_unet(encoder_depth=depth)
+    model(torch.randn(2, 1, 64, 64)).sum().backward()
+    unused = [name for name, p in model.named_parameters() if p.grad is None]
+    assert unused == []
+
+
+def test_full_encoder_weights_load_into_a_shallow_encoder(tmp_path):
+    full = make_unet(encoder_depth=5)
+    torch.save(full.encoder.state_dict(), tmp_path / "resnet18.pt")
+    shallow = make_unet(encoder_depth=3, encoder_weights=tmp_path / "resnet18.pt")
+    assert torch.equal(shallow.encoder.layer2[0].conv1.weight, full.encoder.layer2[0].conv1.weight)
+    assert not hasattr(shallow.encoder.layer3, "weight") and isinstance(shallow.encoder.layer3, torch.nn.Identity)

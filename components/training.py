@@ -1,0 +1,174 @@
+"""The pieces of a training run that are plain PyTorch: batches, epoch order, validation, divergence.
+
+Ray Train (``study/train.py``) wires these together across workers; everything here runs and is
+tested in one process.
+
+Rows are held as numpy arrays (``image`` stays uint16, so a worker's share of a data set is
+compact) and become a batch only when used: a dict of tensors ``image`` (B, 1, H, W) in [0, 1],
+``landmarks_2d`` (B, 8, 2) px, ``visible`` (B, 8) bool, ``landmarks_3d`` (B, 8, 3) mm and
+``pose`` (B, 6), as ``losses`` expects.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from components import heatmaps, metrics, registration
+from components.augment import IntensityRanges, apply_intensity, sample_intensity
+from components.geometry import Camera
+
+COLUMNS = ("image", "landmarks_2d", "visible", "landmarks_3d", "pose")
+
+
+def collect_rows(batches) -> dict[str, np.ndarray]:
+    """Concatenate numpy batches (e.g. from Ray Data or ``DRRRows``) into one dict of the training columns.
+
+    ``visible`` may arrive as an object array of lists (Arrow fixed-size lists); it becomes (B, 8) bool.
+    """
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
+    for batch in batches:
+        missing = [name for name in COLUMNS if name not in batch]
+        if missing:
+            raise ValueError(f"rows lack the column(s) {missing}; expected {list(COLUMNS)}")
+        for name in COLUMNS:
+            column = batch[name]
+            if name == "visible":
+                column = np.array([np.asarray(v, dtype=bool) for v in column], dtype=bool).reshape(len(column), -1)
+            parts[name].append(np.asarray(column))
+    if not parts["image"]:
+        raise ValueError("no rows to train on: the data set split is empty")
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def row_count(rows: dict[str, np.ndarray]) -> int:
+    return len(rows["image"])
+
+
+def make_batch(
+    rows: dict[str, np.ndarray],
+    indices: np.ndarray,
+    device: torch.device | str = "cpu",
+    augment: IntensityRanges | None = None,
+    augment_seeds: np.ndarray | None = None,
+) -> dict[str, torch.Tensor]:
+    """The batch of the rows at ``indices``; with ``augment``, each image gets its seed's intensity change."""
+    image = torch.from_numpy(rows["image"][indices].astype(np.float32) / 65535.0)[:, None]
+    if augment is not None:
+        if augment_seeds is None or len(augment_seeds) != len(indices):
+            raise ValueError("augmentation needs one seed per row")
+        image = torch.stack([apply_intensity(one, sample_intensity(int(seed), augment)) for one, seed in zip(image, augment_seeds)])
+    return {
+        "image": image.to(device),
+        "landmarks_2d": torch.from_numpy(rows["landmarks_2d"][indices].astype(np.float32)).to(device),
+        "visible": torch.from_numpy(rows["visible"][indices]).to(device),
+        "landmarks_3d": torch.from_numpy(rows["landmarks_3d"][indices].astype(np.float64)).to(device),
+        "pose": torch.from_numpy(rows["pose"][indices].astype(np.float64)).to(device),
+    }
+
+
+def epoch_batches(count: int, batch_size: int, seed: int, epoch: int, steps: int | None = None) -> list[np.ndarray]:
+    """The row indices of each batch of one epoch: a permutation drawn from (seed, epoch).
+
+    The last, smaller batch is dropped when there is more than one batch (keeps DDP steps equal).
+    ``steps`` cuts the epoch to at most that many batches.
+    """
+    if count < 1 or batch_size < 1:
+        raise ValueError(f"need at least one row and a batch size >= 1, got {count} rows, batch size {batch_size}")
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    full = max(count // batch_size, 1)
+    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(full)]
+    return batches[:steps] if steps is not None else batches
+
+
+def augmentation_seeds(seed: int, epoch: int, rank: int, step: int, size: int) -> np.ndarray:
+    """(size,) seeds of one batch's augmentations, from (seed, epoch, rank, step)."""
+    return np.random.default_rng([seed, epoch, rank, step, 1]).integers(0, 2**31 - 1, size)
+
+
+class DivergenceGuard:
+    """Tells when a loss has diverged: not finite, or above ``factor`` times the first loss it saw."""
+
+    def __init__(self, factor: float | None):
+        if factor is not None and not factor > 1:
+            raise ValueError(f"the divergence factor must be > 1 (or None to check finiteness only), got {factor}")
+        self.factor = factor
+        self.reference: float | None = None
+
+    def diverged(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        if self.reference is None:
+            self.reference = abs(loss)
+            return False
+        return self.factor is not None and self.reference > 0 and loss > self.factor * self.reference
+
+
+@dataclass
+class Predictions:
+    """What the model predicts for a set of rows. (B, 8, 2) px; the poses are (B, 6), NaN where unsolved."""
+
+    argmax: torch.Tensor
+    soft_argmax: torch.Tensor
+    pose: torch.Tensor
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    rows: dict[str, np.ndarray],
+    camera: Camera,
+    temperature: float,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> Predictions:
+    """Landmarks by argmax and soft-argmax, and the pose registered from the argmax landmarks."""
+    was_training = model.training
+    model.eval()
+    argmax, soft, poses = [], [], []
+    for start in range(0, row_count(rows), batch_size):
+        indices = np.arange(start, min(start + batch_size, row_count(rows)))
+        batch = make_batch(rows, indices, device)
+        logits = model(batch["image"]).float()
+        argmax.append(heatmaps.argmax(logits).cpu())
+        soft.append(heatmaps.soft_argmax(logits, temperature).cpu())
+        solved = registration.solve(batch["landmarks_3d"].cpu(), argmax[-1].double(), camera, weights=batch["visible"].cpu().double())
+        poses.append(solved.pose)
+    model.train(was_training)
+    return Predictions(torch.cat(argmax), torch.cat(soft), torch.cat(poses))
+
+
+def validation_metrics(predictions: Predictions, rows: dict[str, np.ndarray]) -> dict[str, float]:
+    """RMSE (px) of both landmark estimates over the visible landmarks, and the pose errors.
+
+    Keys: ``rmse_px`` (argmax, the paper's), ``rmse_soft_px``, ``rotation_deg`` and ``translation_mm``
+    (medians over the solved images), ``mtre_mm`` (median) and ``pose_failures`` (images the
+    registration could not solve).
+    """
+    truth = torch.from_numpy(rows["landmarks_2d"]).double()
+    visible = torch.from_numpy(rows["visible"])
+    pose = torch.from_numpy(rows["pose"]).double()
+    solved = torch.isfinite(predictions.pose).all(-1)
+    result = {
+        "rmse_px": metrics.landmark_rmse(predictions.argmax.double(), truth, visible).item(),
+        "rmse_soft_px": metrics.landmark_rmse(predictions.soft_argmax.double(), truth, visible).item(),
+        "pose_failures": float((~solved).sum()),
+    }
+    if solved.any():
+        estimate, reference = predictions.pose[solved].double(), pose[solved]
+        landmarks_3d = torch.from_numpy(rows["landmarks_3d"][solved.numpy()]).double()
+        result["rotation_deg"] = metrics.rotation_error_deg(estimate, reference).median().item()
+        result["translation_mm"] = metrics.translation_error_mm(estimate, reference).median().item()
+        result["mtre_mm"] = metrics.mean_target_registration_error_mm(estimate, reference, landmarks_3d).median().item()
+    else:
+        result |= {"rotation_deg": math.nan, "translation_mm": math.nan, "mtre_mm": math.nan}
+    return result
+
+
+def mean_position_rmse(train_rows: dict[str, np.ndarray], rows: dict[str, np.ndarray]) -> float:
+    """RMSE (px) of always predicting each landmark's mean training position: the floor to beat."""
+    visible = torch.from_numpy(train_rows["visible"]).double()[..., None]
+    mean = (torch.from_numpy(train_rows["landmarks_2d"]).double() * visible).sum(0) / visible.sum(0).clamp_min(1)
+    truth = torch.from_numpy(rows["landmarks_2d"]).double()
+    return metrics.landmark_rmse(mean.expand_as(truth), truth, torch.from_numpy(rows["visible"])).item()
