@@ -3,6 +3,7 @@
 Encoder weights are random unless a local weights file is given; nothing is ever downloaded.
 """
 
+import hashlib
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -97,3 +98,53 @@ def load_encoder_weights(model: torch.nn.Module, path: Path, skip: list[str] = (
             f"{len(wrong_shape)} of another shape (e.g. {wrong_shape[:2]})"
         )
     model.encoder.load_state_dict(state)
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(folder: str | Path, model: torch.nn.Module, settings: dict, **state) -> Path:
+    """Write ``folder/checkpoint.pt``: the weights, the ``make_unet`` settings and any training state.
+
+    Written to a temporary name and renamed, so a checkpoint is never half-written.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CHECKPOINT_FILE
+    temporary = folder / f".{CHECKPOINT_FILE}.tmp"
+    torch.save({"model": model.state_dict(), "settings": dict(settings), **state}, temporary)
+    temporary.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The contents of a checkpoint folder (or its ``checkpoint.pt``), on the CPU; clear errors."""
+    path = Path(path)
+    file = path / CHECKPOINT_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ValueError(f"{path}: no checkpoint here (expected a folder with {CHECKPOINT_FILE}, or the file)")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a foreign file
+        raise ValueError(f"{file}: not a readable checkpoint ({error.__class__.__name__}: {error})") from error
+    if not isinstance(state, dict) or "model" not in state or "settings" not in state:
+        raise ValueError(f"{file}: not a study checkpoint (expected the keys 'model' and 'settings')")
+    return state
+
+
+def model_from_checkpoint(path: str | Path) -> torch.nn.Module:
+    """The U-Net of a checkpoint, with its weights, in eval mode."""
+    state = load_checkpoint(path)
+    model = make_unet(**{**state["settings"], "encoder_weights": None})
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names and tensor bytes: equal weights have equal fingerprints."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

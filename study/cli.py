@@ -1,4 +1,4 @@
-"""The study command line: generate DRR data sets and look at them (also: python -m study)."""
+"""The study command line: generate DRR data sets, look at them, train (also: python -m study)."""
 
 import argparse
 import sys
@@ -21,6 +21,18 @@ def cmd_preview(args) -> None:
 
     out = write_preview(args.data, args.out or Path(args.data) / "preview.png", count=args.count)
     print(f"preview: {out}")
+
+
+def cmd_train(args) -> None:
+    from study.generate import default_out_dir, generate
+    from study.train import train
+
+    config = load_config(args.preset, args.set)
+    data_dir = Path(args.data or default_out_dir(config))
+    generate(config, data_dir)
+    result = train(config, args.strategy, data_dir, init=args.init, name=args.name)
+    if result.status == "diverged":
+        print(f"{result.run_name}: diverged (recorded as such in MLflow run {result.run_id})")
 
 
 def cmd_demo(args) -> None:
@@ -50,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", help="PNG path (default: <data>/preview.png)")
     preview.add_argument("--count", type=int, default=12, help="number of DRRs to draw")
     preview.set_defaults(run=cmd_preview)
+
+    train = commands.add_parser("train", help="train one strategy of a config's train section on Ray Train")
+    train.add_argument("--preset", "--config", dest="preset", required=True, help="a preset name (demo, paper) or a YAML file")
+    train.add_argument("--strategy", required=True, help="a strategy of the config (baseline, composite, pose_only, finetune)")
+    train.add_argument("--init", help="start from a checkpoint folder, an MLflow run id, or another strategy's best checkpoint")
+    train.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
+    train.add_argument("--name", help="run name (default: <config name>-<strategy>); the same name resumes")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    train.set_defaults(run=cmd_train)
 
     demo = commands.add_parser("demo", help="the whole demo on the embedded phantom")
     demo.add_argument("--out", help="data set folder (default: data/demo)")

@@ -1,5 +1,8 @@
 """The schema of a study config: YAML presets plus command-line overrides, validated by pydantic.
 
+A study config has three parts: ``data`` (the DRR data set), ``train`` (model, losses and the
+training strategies, each a list of phases) and ``tracking`` (MLflow).
+
 A config is named by a preset (``demo``, ``paper``: ``study/presets/<name>.yaml``) or by a path to
 a YAML file. Overrides are ``dotted.path=value`` strings whose value is parsed as YAML, e.g.
 ``data.image_size=64`` or ``data.poses.rotation_deg=[10,10,10]``.
@@ -11,7 +14,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from components.augment import IntensityRanges
 from components.geometry import Camera, rescale
+from components.losses import LOSSES, LossContext
 from components.poses import PoseRanges
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -111,10 +116,127 @@ class DataConfig(Strict):
         return camera
 
 
+class ModelConfig(Strict):
+    """The U-Net (``components.model.make_unet``)."""
+
+    encoder: str = "resnet18"
+    encoder_depth: int = Field(4, ge=3, le=5)
+    decoder_channels: tuple[int, ...] | None = None
+    encoder_weights: str | None = Field(None, description="a local encoder state dict; never downloaded")
+
+
+class LossConfig(Strict):
+    """Settings shared by the losses (``components.losses.LossContext``)."""
+
+    temperature: float = Field(1.0, gt=0, description="soft-argmax temperature")
+    target: Literal["disk", "gaussian"] = "disk"
+    radius: float = Field(3.0, gt=0, description="disk target radius, px")
+    sigma: float = Field(2.0, gt=0, description="Gaussian target standard deviation, px")
+    pos_weight: float | None = Field(None, gt=0, description="BCE weight of the landmark pixels")
+    solver: Literal["implicit", "unrolled"] = "implicit"
+    rotation_weight: float = Field(1.0, ge=0, description="pose loss per degree")
+    translation_weight: float = Field(1.0, ge=0, description="pose loss per mm")
+    robust: Literal["huber", "cauchy"] | None = None
+    unrolled_iterations: int = Field(100, ge=1)
+
+    def context(self, camera: Camera, source_to_isocenter: float) -> LossContext:
+        return LossContext(camera=camera, source_to_isocenter=source_to_isocenter, **self.model_dump())
+
+
+class PhaseConfig(Strict):
+    """One phase of a strategy: its losses and weights, length and optimizer."""
+
+    losses: dict[str, float]
+    epochs: int = Field(ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, description="cut each epoch to this many steps")
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def losses_are_registered(self):
+        unknown = sorted(set(self.losses) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss(es) {unknown}; registered: {sorted(LOSSES)}")
+        if not self.losses or any(not weight > 0 for weight in self.losses.values()):
+            raise ValueError(f"losses need at least one entry, each with a weight > 0, got {self.losses}")
+        return self
+
+
+class StrategyConfig(Strict):
+    """A training strategy: where its weights start, then its phases in order.
+
+    ``init``: None (random weights), the name of another strategy of the config (its best
+    checkpoint, trained first if it has no finished run), a checkpoint path or an MLflow run id.
+    """
+
+    init: str | None = None
+    phases: list[PhaseConfig] = Field(min_length=1)
+
+
+class AugmentConfig(Strict):
+    """Intensity augmentation (``components.augment``); geometry is never touched."""
+
+    contrast: tuple[float, float] = (0.8, 1.25)
+    gamma: tuple[float, float] = (0.7, 1.4)
+    noise_std: tuple[float, float] = (0.0, 0.03)
+
+    @model_validator(mode="after")
+    def ranges_are_valid(self):
+        self.ranges()
+        return self
+
+    def ranges(self) -> IntensityRanges:
+        return IntensityRanges(self.contrast, self.gamma, self.noise_std)
+
+
+class TrainConfig(Strict):
+    """How to train: the model, losses, strategies, and the Ray Train resources."""
+
+    strategies: dict[str, StrategyConfig]
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig | None = None
+    batch_size: int = Field(8, ge=1, description="per worker")
+    workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool | None = Field(None, description="default: when Ray has GPUs")
+    amp: bool = Field(True, description="mixed precision on GPU")
+    divergence_factor: float | None = Field(10.0, gt=1, description="diverged when a loss exceeds this times its first value")
+    selection_metric: Literal["val_rmse_px", "val_rmse_soft_px", "val_mtre_mm"] = "val_rmse_px"
+    max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from the last checkpoint")
+    storage: str = Field("runs", description="Ray Train storage folder (or URI on a cluster)")
+
+    @model_validator(mode="after")
+    def inits_name_known_strategies(self):
+        for name, strategy in self.strategies.items():
+            seen, init = [name], strategy.init
+            while init in self.strategies:
+                if init in seen:
+                    raise ValueError(f"strategy {name!r}: init chain {seen + [init]} is a cycle")
+                seen.append(init)
+                init = self.strategies[init].init
+        return self
+
+
+class TrackingConfig(Strict):
+    """MLflow; ``MLFLOW_TRACKING_URI`` wins over ``uri``; default: ``sqlite:///<cwd>/mlflow.db``."""
+
+    uri: str | None = None
+    experiment: str | None = Field(None, description="default: the study's name")
+    overlays: int = Field(4, ge=0, description="val images drawn with true and predicted landmarks")
+
+
 class StudyConfig(Strict):
     name: str
     seed: int = 0
     data: DataConfig
+    train: TrainConfig | None = None
+    tracking: TrackingConfig = TrackingConfig()
+
+    def data_part(self) -> dict:
+        """What defines the data set (and nothing else): the generated folder is claimed by this."""
+        return self.model_dump(mode="json", include={"name", "seed", "data"})
 
 
 def resolve_path(name_or_path: str) -> Path:

@@ -256,8 +256,7 @@ def render_pending(config: StudyConfig, pending: list[ShardPlan], out_dir: Path,
 def generate(config: StudyConfig, out_dir: str | Path) -> dict:
     """Render the data set of ``config`` into ``out_dir`` (resuming what is there); return its manifest."""
     out_dir = Path(out_dir)
-    config_dict = config.model_dump(mode="json")
-    data_manifest = manifest.claim_folder(out_dir, config_dict)
+    data_manifest = manifest.claim_folder(out_dir, config.data_part())
     remove_stale_temporaries(out_dir)
     plans = plan_shards(config)
     pending = [plan for plan in plans if not finished(plan, out_dir)]

@@ -1,4 +1,4 @@
-"""``study preview``: a PNG contact sheet of DRRs with their landmarks drawn and numbered."""
+"""PNG contact sheets: DRRs with their landmarks (``study preview``), and model predictions beside the truth."""
 
 import os
 from pathlib import Path
@@ -38,16 +38,35 @@ def write_preview(folder: str | Path, out: str | Path, count: int = 12, columns:
     for axis in axes.flat:
         axis.axis("off")
     for axis, index in zip(axes.flat, picks):
-        height, width = rows.image[index].shape
-        axis.imshow(rows.image[index], cmap="gray", extent=(0, width, height, 0))
-        for slot, ((u, v), visible) in enumerate(zip(rows.landmarks_2d[index], rows.visible[index])):
-            if visible:
-                axis.scatter([u], [v], s=18, color=COLORS(slot), edgecolors="black", linewidths=0.5)
-                axis.annotate(str(slot + 1), (u, v), xytext=(3, -3), textcoords="offset points",
-                              color=COLORS(slot), fontsize=8, fontweight="bold")
+        draw_image(axis, rows.image[index])
+        draw_landmarks(axis, rows.landmarks_2d[index], rows.visible[index], numbered=True)
         axis.set_title(f"{rows.split[index]} {rows.subject_id[index]} v{rows.view_id[index]}", fontsize=7)
-    legend = "  ".join(f"{i + 1} {name}" for i, name in enumerate(LANDMARK_NAMES))
-    figure.suptitle(legend, fontsize=8)
+    figure.suptitle("  ".join(f"{i + 1} {name}" for i, name in enumerate(LANDMARK_NAMES)), fontsize=8)
+    return save_figure(figure, out)
+
+
+def draw_image(axis, image: np.ndarray) -> None:
+    """An (H, W) image in pixel coordinates: pixel [r, c] covers (c..c+1, r..r+1) as DESIGN.md says."""
+    height, width = image.shape
+    axis.imshow(image, cmap="gray", extent=(0, width, height, 0))
+
+
+def draw_landmarks(axis, points: np.ndarray, visible: np.ndarray, numbered: bool = False, marker: str = "o") -> None:
+    """(8, 2) landmarks in their colours; ``marker`` "o" for the truth, "x" for predictions."""
+    for slot, ((u, v), shown) in enumerate(zip(points, visible)):
+        if not shown:
+            continue
+        if marker == "o":
+            axis.scatter([u], [v], s=18, color=COLORS(slot), edgecolors="black", linewidths=0.5)
+        else:
+            axis.scatter([u], [v], s=30, color=COLORS(slot), marker=marker, linewidths=1.5)
+        if numbered:
+            axis.annotate(str(slot + 1), (u, v), xytext=(3, -3), textcoords="offset points",
+                          color=COLORS(slot), fontsize=8, fontweight="bold")
+
+
+def save_figure(figure, out: Path) -> Path:
+    """Save a figure to the PNG ``out`` atomically and close it."""
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
@@ -55,3 +74,24 @@ def write_preview(folder: str | Path, out: str | Path, count: int = 12, columns:
     plt.close(figure)
     os.replace(temporary, out)
     return out
+
+
+def write_overlays(checkpoint: str | Path, folder: str | Path, out: str | Path, config, count: int = 4, split: str = "val") -> Path:
+    """The first ``count`` DRRs of ``split`` with true (circles) and predicted (crosses, argmax) landmarks."""
+    from components import training
+    from components.model import model_from_checkpoint
+
+    rows = read_split(folder, split)
+    count = min(count, len(rows))
+    columns = {name: getattr(rows, name)[:count] for name in training.COLUMNS}
+    predictions = training.predict(model_from_checkpoint(checkpoint), columns, config.data.render_camera(), config.train.loss.temperature)
+    figure, axes = plt.subplots(1, count, figsize=(3 * count, 3.4), squeeze=False)
+    for slot, axis in enumerate(axes.flat):
+        axis.axis("off")
+        draw_image(axis, rows.image[slot])
+        draw_landmarks(axis, rows.landmarks_2d[slot], rows.visible[slot], numbered=True)
+        draw_landmarks(axis, predictions.argmax[slot].numpy(), rows.visible[slot], marker="x")
+        error = np.sqrt(((predictions.argmax[slot].numpy() - rows.landmarks_2d[slot]) ** 2).sum(-1)[rows.visible[slot]].mean())
+        axis.set_title(f"{rows.subject_id[slot]} v{rows.view_id[slot]}: RMSE {error:.1f} px", fontsize=7)
+    figure.suptitle("o truth   x prediction (argmax)", fontsize=8)
+    return save_figure(figure, Path(out))

@@ -67,3 +67,28 @@ def test_full_encoder_weights_load_into_a_shallow_encoder(tmp_path):
     shallow = make_unet(encoder_depth=3, encoder_weights=tmp_path / "resnet18.pt")
     assert torch.equal(shallow.encoder.layer2[0].conv1.weight, full.encoder.layer2[0].conv1.weight)
     assert not hasattr(shallow.encoder.layer3, "weight") and isinstance(shallow.encoder.layer3, torch.nn.Identity)
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path):
+    from components.model import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    settings = {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": (32, 16, 8)}
+    model = make_unet(**settings).eval()
+    save_checkpoint(tmp_path, model, settings, epoch=4)
+    image = torch.rand(2, 1, 32, 32)
+    assert torch.equal(model_from_checkpoint(tmp_path)(image), model(image))
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 4
+
+
+def test_bad_checkpoints(tmp_path):
+    from components.model import load_checkpoint
+
+    with pytest.raises(ValueError, match="no checkpoint here"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not torch")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path)
+    torch.save({"weights": 1}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="not a study checkpoint"):
+        load_checkpoint(tmp_path)

@@ -1,0 +1,170 @@
+"""Training on Ray Train: a real 2-worker DDP run on CPU, real Parquet data, a real MLflow (SQLite) store."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from components import training
+from components.dataset import read_split
+from components.model import load_checkpoint, model_from_checkpoint, weights_fingerprint
+from study.config import ConfigError, StudyConfig
+from study.generate import generate
+from study.train import train
+
+TRAIN_CONFIG = """
+name: trainee
+seed: 3
+data:
+  cohort:
+    kind: phantom
+    subjects: {train: 3, val: 1, novel_subject: 1}
+    voxel_size_mm: 4.0
+  views: {train: 16, novel_view: 2, val: 8, novel_subject: 2}
+  detector: {sdd: 1020.0, height: 1436, delx: 0.3}
+  image_size: 64
+  poses:
+    rotation_deg: [15.0, 15.0, 15.0]
+    translation_mm: [20.0, 40.0, 20.0]
+    source_to_isocenter: 800.0
+  renderer: {name: trilinear}
+  shard_size: 8
+train:
+  model: {encoder: resnet18, encoder_depth: 3}
+  loss: {radius: 2.5, pos_weight: 20.0}
+  batch_size: 4
+  workers: 2
+  cpus_per_worker: 0.5
+  max_failures: 1
+  strategies:
+    baseline: {phases: [{losses: {bce: 1.0}, epochs: 20, learning_rate: 0.003}]}
+    short: {phases: [{losses: {bce: 1.0}, epochs: 4, learning_rate: 0.003}]}
+    finetune: {init: baseline, phases: [{losses: {pose: 1.0}, epochs: 1, learning_rate: 0.0001}]}
+    pose_only: {phases: [{losses: {pose: 1.0}, epochs: 2, learning_rate: 0.003}]}
+    exploding: {phases: [{losses: {bce: 1.0}, epochs: 2, optimizer: sgd, learning_rate: 100000.0}]}
+tracking: {overlays: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, ray_session):
+    """The config (runs and MLflow in a temporary folder) and its generated data set."""
+    folder = tmp_path_factory.mktemp("train")
+    raw = yaml.safe_load(TRAIN_CONFIG)
+    raw["train"]["storage"] = str(folder / "runs")
+    raw["tracking"]["uri"] = f"sqlite:///{folder / 'mlflow.db'}"
+    config = StudyConfig.model_validate(raw)
+    generate(config, folder / "data")
+    return config, folder / "data"
+
+
+@pytest.fixture(scope="module")
+def baseline(study):
+    config, data = study
+    return train(config, "baseline", data)
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_the_environment(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def rows_of(folder, split):
+    rows = read_split(folder, split)
+    return training.collect_rows([{name: getattr(rows, name) for name in training.COLUMNS}])
+
+
+def test_two_worker_ddp_run_learns(study, baseline):
+    config, data = study
+    floor = training.mean_position_rmse(rows_of(data, "train"), rows_of(data, "val"))
+    assert baseline.status == "finished" and baseline.epochs == 20
+    assert baseline.best_metrics["val_rmse_px"] < 0.6 * floor, (baseline.best_metrics, floor)
+
+
+def test_best_checkpoint_reloads_to_the_same_predictions(study, baseline):
+    config, data = study
+    val = rows_of(data, "val")
+    predictions = training.predict(model_from_checkpoint(baseline.best_checkpoint), val, config.data.render_camera(), 1.0)
+    recomputed = training.validation_metrics(predictions, val)
+    assert recomputed["rmse_px"] == pytest.approx(baseline.best_metrics["val_rmse_px"], abs=1e-9)
+    assert recomputed["rmse_soft_px"] == pytest.approx(baseline.best_metrics["val_rmse_soft_px"], abs=1e-5)
+
+
+def test_the_run_is_in_mlflow(study, baseline):
+    config, _ = study
+    client = MlflowClient(config.tracking.uri)
+    run = client.get_run(baseline.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["study.status"] == "finished" and run.data.tags["study.strategy"] == "baseline"
+    assert len(run.data.tags["study.dataset_hash"]) == 64 and run.data.tags["mlflow.source.git.commit"]
+    assert run.data.params["train.batch_size"] == "4" and run.data.params["data.image_size"] == "64"
+    history = client.get_metric_history(baseline.run_id, "val_rmse_px")
+    assert sorted(m.step for m in history) == list(range(20))
+    assert min(m.value for m in history) == pytest.approx(baseline.best_metrics["val_rmse_px"])
+    artifacts = {a.path for a in client.list_artifacts(baseline.run_id, "best_checkpoint")}
+    plots = {a.path for a in client.list_artifacts(baseline.run_id, "plots")}
+    assert artifacts == {"best_checkpoint/checkpoint.pt"} and plots == {"plots/val_overlays.png"}
+
+
+def test_a_finished_run_of_the_same_name_is_returned_as_it_is(study, baseline):
+    config, data = study
+    again = train(config, "baseline", data)
+    assert again == baseline
+
+
+def test_finetune_starts_from_the_baseline_checkpoint(study, baseline):
+    config, data = study
+    tuned = train(config, "finetune", data)
+    assert tuned.status == "finished" and tuned.epochs == 1
+    start = load_checkpoint(tuned.best_checkpoint)["start_fingerprint"]
+    assert start == weights_fingerprint(load_checkpoint(baseline.best_checkpoint)["model"])
+    assert weights_fingerprint(load_checkpoint(tuned.best_checkpoint)["model"]) != start
+
+
+def test_pose_only_ends_trained_or_diverged(study):
+    config, data = study
+    result = train(config, "pose_only", data)
+    assert result.status in ("finished", "diverged")
+
+
+def test_an_exploding_loss_is_recorded_as_diverged(study):
+    config, data = study
+    result = train(config, "exploding", data)
+    assert result.status == "diverged" and result.epochs == 1
+    run = MlflowClient(config.tracking.uri).get_run(result.run_id)
+    assert run.data.tags["study.status"] == "diverged" and run.info.status == "FINISHED"
+
+
+def last_value(config, run_id, key):
+    history = MlflowClient(config.tracking.uri).get_metric_history(run_id, key)
+    return max(history, key=lambda m: (m.step, m.timestamp)).value
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(study, tmp_path):
+    config, data = study
+    marker = tmp_path / "failed-once"
+    result = train(config, "short", data, name="killed-worker", fail_once={"epoch": 2, "marker": str(marker)})
+    assert marker.exists() and result.status == "finished" and result.epochs == 4
+    resumed_at = last_value(config, result.run_id, "first_epoch")
+    # the controller registers a checkpoint asynchronously: the one of epoch 1 or, if not yet, of epoch 0
+    assert resumed_at in (1, 2), "restarted from scratch instead of from the last checkpoint"
+
+
+def test_a_failed_run_started_again_with_its_name_resumes(study, tmp_path):
+    config, data = study
+    strict = config.model_copy(update={"train": config.train.model_copy(update={"max_failures": 0})})
+    with pytest.raises(Exception, match="Training failed"):
+        train(strict, "short", data, name="restarted", fail_once={"epoch": 3, "marker": str(tmp_path / "m")})
+    result = train(strict, "short", data, name="restarted")
+    assert result.status == "finished" and result.epochs == 4
+    assert last_value(config, result.run_id, "first_epoch") in (2, 3)
+    assert sorted({m.step for m in MlflowClient(config.tracking.uri).get_metric_history(result.run_id, "train_loss")}) == [0, 1, 2, 3]
+
+
+def test_unknown_strategy_and_missing_train_section(study):
+    config, data = study
+    with pytest.raises(ConfigError, match="strategy 'nope' is not in the config"):
+        train(config, "nope", data)
+    with pytest.raises(ConfigError, match="has no 'train' section"):
+        train(config.model_copy(update={"train": None}), "baseline", data)
