@@ -39,3 +39,12 @@ def test_mean_tre_of_a_turn_about_the_isocentre():
     points = torch.tensor([[[0.0, 0.0, 0.0], [100.0, 0.0, 0.0]]], dtype=torch.float64)
     tre = metrics.mean_target_registration_error_mm(pose([0, 0, math.pi / 2], [0, 0, 0]), pose([0, 0, 0], [0, 0, 0]), points)
     assert tre.item() == pytest.approx(100 * math.sqrt(2) / 2)
+
+
+def test_landmark_rmse_over_visible_landmarks_by_hand():
+    truth = torch.zeros(2, 3, 2, dtype=torch.float64)
+    predicted = torch.tensor([[[3.0, 4.0], [0.0, 1.0], [100.0, 0.0]], [[0.0, 0.0], [1.0, 1.0], [0.0, 2.0]]], dtype=torch.float64)
+    visible = torch.tensor([[True, True, False], [True, True, True]])
+    # squared errors of the visible ones: 25, 1, 0, 2, 4 -> mean 6.4
+    assert metrics.landmark_rmse(predicted, truth, visible).item() == pytest.approx(math.sqrt(6.4))
+    assert metrics.landmark_squared_errors(predicted, truth)[0, 2].item() == 10000

@@ -50,3 +50,37 @@ def test_missing_and_invalid_files(tmp_path):
     broken.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match=f"{broken}: not valid YAML"):
         load_config(str(broken))
+
+
+@pytest.mark.parametrize("preset", ["demo", "paper"])
+def test_presets_have_the_papers_four_strategies(preset):
+    train = load_config(preset).train
+    assert set(train.strategies) == {"baseline", "composite", "pose_only", "finetune"}
+    assert [set(p.losses) for p in train.strategies["baseline"].phases] == [{"bce"}]
+    assert [set(p.losses) for p in train.strategies["composite"].phases] == [{"bce", "pose"}]
+    assert [set(p.losses) for p in train.strategies["pose_only"].phases] == [{"pose"}]
+    assert train.strategies["finetune"].init == "baseline"
+    assert [set(p.losses) for p in train.strategies["finetune"].phases] == [{"pose"}]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.strategies.baseline.phases=[{losses: {mse: 1}, epochs: 1, learning_rate: 0.1}]"], r"unknown loss\(es\) \['mse'\]"),
+        (["train.strategies.baseline.phases=[{losses: {bce: 0}, epochs: 1, learning_rate: 0.1}]"], "each with a weight > 0"),
+        (["train.strategies.baseline.phases=[]"], "train.strategies.baseline.phases"),
+        (["train.strategies.baseline.init=finetune"], "init chain .* is a cycle"),
+        (["train.augment={gamma: [2, 1]}"], "IntensityRanges.gamma"),
+        (["train.divergence_factor=1"], "train.divergence_factor"),
+        (["train.selection_metric=loss"], "train.selection_metric"),
+    ],
+)
+def test_bad_train_sections_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", overrides)
+
+
+def test_the_data_part_leaves_out_training():
+    config = load_config("demo")
+    assert set(config.data_part()) == {"name", "seed", "data"}
+    assert load_config("demo", ["train.batch_size=2"]).data_part() == config.data_part()

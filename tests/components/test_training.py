@@ -1,0 +1,122 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from components import geometry, training
+from components.augment import IntensityRanges
+from components.geometry import Camera
+from components.model import make_unet
+
+
+def make_rows(count=6, size=32, seed=0):
+    generator = np.random.default_rng(seed)
+    return {
+        "image": generator.integers(0, 65535, (count, size, size), dtype=np.uint16),
+        "landmarks_2d": generator.uniform(4, size - 4, (count, 8, 2)),
+        "visible": np.ones((count, 8), dtype=bool),
+        "landmarks_3d": generator.normal(0, 50, (count, 8, 3)),
+        "pose": np.tile([0.0, 0.0, 0.0, 0.0, 800.0, 0.0], (count, 1)),
+    }
+
+
+def test_collect_rows_stacks_batches_and_lists_of_visibility():
+    rows = make_rows(4)
+    halves = [{k: v[:2] for k, v in rows.items()}, {k: v[2:] for k, v in rows.items()}]
+    halves[1]["visible"] = np.array([list(v) for v in halves[1]["visible"]], dtype=object)
+    collected = training.collect_rows(halves)
+    assert collected["visible"].dtype == bool and collected["visible"].shape == (4, 8)
+    assert np.array_equal(collected["image"], rows["image"])
+
+
+def test_collect_rows_errors():
+    with pytest.raises(ValueError, match="lack the column"):
+        training.collect_rows([{"image": np.zeros((1, 2, 2))}])
+    with pytest.raises(ValueError, match="split is empty"):
+        training.collect_rows([])
+
+
+def test_make_batch_scales_images_and_keeps_dtypes():
+    rows = make_rows(3)
+    batch = training.make_batch(rows, np.array([2, 0]))
+    assert batch["image"].shape == (2, 1, 32, 32) and batch["image"].dtype == torch.float32
+    assert torch.allclose(batch["image"][0, 0], torch.from_numpy(rows["image"][2] / 65535.0).float())
+    assert batch["landmarks_3d"].dtype == torch.float64 and batch["visible"].dtype == torch.bool
+
+
+def test_augmented_batches_are_reproducible_from_their_seeds():
+    rows = make_rows(3)
+    seeds = training.augmentation_seeds(0, 1, 0, 0, 3)
+    a = training.make_batch(rows, np.arange(3), augment=IntensityRanges(), augment_seeds=seeds)
+    b = training.make_batch(rows, np.arange(3), augment=IntensityRanges(), augment_seeds=seeds)
+    plain = training.make_batch(rows, np.arange(3))
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], plain["image"])
+    assert torch.equal(a["landmarks_2d"], plain["landmarks_2d"])
+    with pytest.raises(ValueError, match="one seed per row"):
+        training.make_batch(rows, np.arange(3), augment=IntensityRanges())
+
+
+def test_epoch_batches_permute_by_epoch_and_drop_the_ragged_end():
+    first = training.epoch_batches(10, 4, seed=0, epoch=0)
+    assert [len(b) for b in first] == [4, 4]
+    assert len(set(np.concatenate(first))) == 8
+    again = training.epoch_batches(10, 4, seed=0, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(training.epoch_batches(10, 4, seed=0, epoch=1)))
+    assert [len(b) for b in training.epoch_batches(3, 4, 0, 0)] == [3]
+    assert len(training.epoch_batches(40, 4, 0, 0, steps=2)) == 2
+    with pytest.raises(ValueError, match="at least one row"):
+        training.epoch_batches(0, 4, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "losses, factor, expected",
+    [
+        ([1.0, 5.0, 9.9], 10.0, [False, False, False]),
+        ([1.0, 5.0, 10.5], 10.0, [False, False, True]),
+        ([1.0, math.nan], 10.0, [False, True]),
+        ([math.inf], 10.0, [True]),
+        ([1.0, 1e9], None, [False, False]),
+    ],
+)
+def test_divergence_guard(losses, factor, expected):
+    guard = training.DivergenceGuard(factor)
+    assert [guard.diverged(loss) for loss in losses] == expected
+
+
+def test_divergence_factor_must_exceed_one():
+    with pytest.raises(ValueError, match="must be > 1"):
+        training.DivergenceGuard(1.0)
+
+
+def test_perfect_predictions_have_zero_errors():
+    camera = Camera(sdd=1020.0, height=64, width=64, delx=6.7, dely=6.7)
+    rows = make_rows(4, size=64)
+    pose = torch.tensor([[0.1, -0.05, 0.02, 5.0, 800.0, -3.0]] * 4, dtype=torch.float64)
+    landmarks_3d = torch.from_numpy(rows["landmarks_3d"])
+    rows["pose"] = pose.numpy()
+    rows["landmarks_2d"] = geometry.project(landmarks_3d, pose, camera).numpy()
+    truth = torch.from_numpy(rows["landmarks_2d"])
+    solved = training.registration.solve(landmarks_3d, truth.double(), camera).pose
+    result = training.validation_metrics(training.Predictions(truth, truth, solved), rows)
+    assert result["rmse_px"] == 0 and result["rmse_soft_px"] == 0 and result["pose_failures"] == 0
+    assert result["rotation_deg"] < 1e-3 and result["translation_mm"] < 1e-2 and result["mtre_mm"] < 1e-2
+
+
+def test_mean_position_rmse_by_hand():
+    train = make_rows(2)
+    train["landmarks_2d"] = np.zeros((2, 8, 2))
+    train["landmarks_2d"][1] = 2.0  # mean position: (1, 1)
+    val = make_rows(1)
+    val["landmarks_2d"] = np.full((1, 8, 2), 4.0)  # 3 px off in u and v
+    assert training.mean_position_rmse(train, val) == pytest.approx(math.sqrt(18))
+
+
+def test_predict_returns_both_estimates_and_a_pose():
+    torch.manual_seed(0)
+    camera = Camera(sdd=1020.0, height=32, width=32, delx=13.4, dely=13.4)
+    predictions = training.predict(make_unet(encoder_depth=3), make_rows(3), camera, temperature=1.0, batch_size=2)
+    assert predictions.argmax.shape == predictions.soft_argmax.shape == (3, 8, 2)
+    assert predictions.pose.shape == (3, 6)
+    assert ((predictions.argmax % 1) == 0.5).all()
