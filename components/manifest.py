@@ -66,7 +66,7 @@ def claim_folder(folder: Path, config: dict) -> dict:
     digest = config_hash(config)
     if existing is not None:
         if existing.get("config_hash") != digest:
-            differing = sorted(_differing_keys(existing.get("config", {}), config))
+            differing = sorted(differing_keys(existing.get("config", {}), config))
             raise DatasetError(
                 f"{folder}: holds a data set of another config (differs in: {', '.join(differing) or 'format'}); "
                 f"choose another --out folder or delete this one"
@@ -80,12 +80,13 @@ def claim_folder(folder: Path, config: dict) -> dict:
     return manifest
 
 
-def _differing_keys(old: dict, new: dict, prefix: str = "") -> set[str]:
+def differing_keys(old: dict, new: dict, prefix: str = "") -> set[str]:
+    """The dotted keys whose values differ between two nested dicts."""
     keys = set()
     for key in set(old) | set(new):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            keys |= _differing_keys(a, b, f"{prefix}{key}.")
+            keys |= differing_keys(a, b, f"{prefix}{key}.")
         elif a != b:
             keys.add(f"{prefix}{key}")
     return keys

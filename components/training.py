@@ -88,21 +88,31 @@ def augmentation_seeds(seed: int, epoch: int, rank: int, step: int, size: int) -
 
 
 class DivergenceGuard:
-    """Tells when a loss has diverged: not finite, or above ``factor`` times the first loss it saw."""
+    """Tells when a loss has diverged: not finite, or running above ``factor`` times its start.
 
-    def __init__(self, factor: float | None):
+    The start is the median of the first ``window`` losses, and "running" is the median of the
+    last ``window``: one spike (a registration of poor landmarks can be off by metres) is not
+    divergence, a loss that stays high is.
+    """
+
+    def __init__(self, factor: float | None, window: int = 5):
         if factor is not None and not factor > 1:
             raise ValueError(f"the divergence factor must be > 1 (or None to check finiteness only), got {factor}")
-        self.factor = factor
+        if window < 1:
+            raise ValueError(f"the divergence window must be >= 1, got {window}")
+        self.factor, self.window = factor, window
         self.reference: float | None = None
+        self.recent: list[float] = []
 
     def diverged(self, loss: float) -> bool:
         if not math.isfinite(loss):
             return True
+        self.recent = (self.recent + [loss])[-self.window:]
         if self.reference is None:
-            self.reference = abs(loss)
+            if len(self.recent) == self.window:
+                self.reference = abs(float(np.median(self.recent)))
             return False
-        return self.factor is not None and self.reference > 0 and loss > self.factor * self.reference
+        return self.factor is not None and self.reference > 0 and float(np.median(self.recent)) > self.factor * self.reference
 
 
 @dataclass

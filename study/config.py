@@ -202,7 +202,7 @@ class TrainConfig(Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool | None = Field(None, description="default: when Ray has GPUs")
     amp: bool = Field(True, description="mixed precision on GPU")
-    divergence_factor: float | None = Field(10.0, gt=1, description="diverged when a loss exceeds this times its first value")
+    divergence_factor: float | None = Field(10.0, gt=1, description="diverged when the running (median of 5 steps) loss exceeds this times its start")
     selection_metric: Literal["val_rmse_px", "val_rmse_soft_px", "val_mtre_mm"] = "val_rmse_px"
     max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from the last checkpoint")
     storage: str = Field("runs", description="Ray Train storage folder (or URI on a cluster)")

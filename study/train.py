@@ -16,8 +16,8 @@ How a run is put together:
 - on the Ray Train controller, ``EpochLogger`` prints every epoch and logs it to MLflow;
 - a worker that dies restarts from the latest checkpoint (``train.max_failures``); starting a run
   again with the same name resumes it, and a finished run is returned as it is;
-- a loss that is NaN/inf or above ``train.divergence_factor`` times its first value ends the run
-  with status ``diverged`` (no exception);
+- a loss that is NaN/inf, or whose running median stays above ``train.divergence_factor`` times
+  its start, ends the run with status ``diverged`` (no exception);
 - at the end the driver logs the best checkpoint and PNG overlays of val predictions.
 """
 
@@ -42,13 +42,14 @@ from ray.train.v2.api.callback import UserCallback
 
 from components import losses, training
 from components.dataset import DatasetError
-from components.manifest import read_manifest
+from components.manifest import differing_keys, read_manifest
 from components.model import load_checkpoint, make_unet, save_checkpoint, weights_fingerprint
 from study.config import ConfigError, StudyConfig
 from study.runtime import ensure_ray
 from study.tracking import Tracker
 
 RESULT_FILE = "study_result.json"
+IDENTITY_FILE = "study_run.json"
 BEST_CHECKPOINT = "best_checkpoint"
 
 
@@ -239,7 +240,7 @@ def epoch_line(strategy: str, metrics: dict, metric: str) -> str:
     """One line of progress: ``baseline epoch 3/15: loss 0.0123, val RMSE 4.21 px (soft 4.50), ...``."""
     text = f"{strategy} epoch {metrics['epoch'] + 1}/{metrics['epochs']}"
     if metrics.get("status") == "diverged":
-        return f"{text}: diverged (loss not finite or above the divergence factor); stopping"
+        return f"{text}: diverged (loss not finite, or running above the divergence factor times its start); stopping"
     text += f": loss {metrics.get('train_loss', math.nan):.4g}"
     if "val_rmse_px" in metrics:
         text += f", val RMSE {metrics['val_rmse_px']:.2f} px (soft-argmax {metrics['val_rmse_soft_px']:.2f})"
@@ -250,6 +251,24 @@ def epoch_line(strategy: str, metrics: dict, metric: str) -> str:
 def storage_folder(config: StudyConfig) -> str:
     storage = config.train.storage
     return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def claim_run_folder(run_folder: Path, identity: dict) -> None:
+    """Make ``run_folder`` the home of this run, or check that the run there is this one."""
+    path = run_folder / IDENTITY_FILE
+    if path.is_file():
+        existing = json.loads(path.read_text())
+        if existing != identity:
+            differing = ", ".join(sorted(differing_keys(existing, identity)))
+            raise ConfigError(
+                f"{run_folder}: a run of another config or strategy has this name (differs in: {differing}); "
+                f"choose another --name or delete the folder"
+            )
+        return
+    run_folder.mkdir(parents=True, exist_ok=True)
+    temporary = run_folder / f".{IDENTITY_FILE}.tmp"
+    temporary.write_text(json.dumps(identity, indent=2, sort_keys=True))
+    temporary.replace(path)
 
 
 def read_result(run_folder: Path) -> TrainResult | None:
@@ -315,7 +334,11 @@ def train(
     name = name or f"{config.name}-{strategy}"
     storage = storage_folder(config)
     run_folder = Path(storage) / name
-    finished = read_result(run_folder) if "://" not in storage else None
+    finished = None
+    if "://" not in storage:
+        identity = {"config": config.model_dump(mode="json", exclude={"tracking"}), "strategy": strategy, "init": init}
+        claim_run_folder(run_folder, identity)
+        finished = read_result(run_folder)
     if finished is not None:
         print(f"{name}: already trained ({finished.status}, {finished.epochs} epochs); best checkpoint {finished.best_checkpoint}")
         return finished

@@ -73,21 +73,24 @@ def test_epoch_batches_permute_by_epoch_and_drop_the_ragged_end():
 @pytest.mark.parametrize(
     "losses, factor, expected",
     [
-        ([1.0, 5.0, 9.9], 10.0, [False, False, False]),
-        ([1.0, 5.0, 10.5], 10.0, [False, False, True]),
+        ([1.0, 2.0, 3.0, 9.9, 50.0], 10.0, [False] * 5),  # reference: median(1, 2, 3) = 2
+        ([1.0, 2.0, 3.0, 100.0, 1.0, 2.0], 10.0, [False] * 6),  # one spike is not divergence
+        ([1.0, 2.0, 3.0, 30.0, 30.0], 10.0, [False, False, False, False, True]),  # a high median is
         ([1.0, math.nan], 10.0, [False, True]),
         ([math.inf], 10.0, [True]),
-        ([1.0, 1e9], None, [False, False]),
+        ([1.0, 1.0, 1.0, 1e9, 1e9], None, [False] * 5),
     ],
 )
 def test_divergence_guard(losses, factor, expected):
-    guard = training.DivergenceGuard(factor)
+    guard = training.DivergenceGuard(factor, window=3)
     assert [guard.diverged(loss) for loss in losses] == expected
 
 
 def test_divergence_factor_must_exceed_one():
     with pytest.raises(ValueError, match="must be > 1"):
         training.DivergenceGuard(1.0)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        training.DivergenceGuard(10.0, window=0)
 
 
 def test_perfect_predictions_have_zero_errors():

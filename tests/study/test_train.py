@@ -168,3 +168,10 @@ def test_unknown_strategy_and_missing_train_section(study):
         train(config, "nope", data)
     with pytest.raises(ConfigError, match="has no 'train' section"):
         train(config.model_copy(update={"train": None}), "baseline", data)
+
+
+def test_a_run_name_belongs_to_one_config(study, baseline):
+    config, data = study
+    other = config.model_copy(update={"seed": 4})
+    with pytest.raises(ConfigError, match=r"a run of another config or strategy has this name \(differs in: config.seed\)"):
+        train(other, "baseline", data)
