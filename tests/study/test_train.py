@@ -42,7 +42,7 @@ train:
     short: {phases: [{losses: {bce: 1.0}, epochs: 4, learning_rate: 0.003}]}
     finetune: {init: baseline, phases: [{losses: {pose: 1.0}, epochs: 1, learning_rate: 0.0001}]}
     pose_only: {phases: [{losses: {pose: 1.0}, epochs: 2, learning_rate: 0.003}]}
-    exploding: {phases: [{losses: {bce: 1.0}, epochs: 2, optimizer: sgd, learning_rate: 100000.0}]}
+    exploding: {phases: [{losses: {bce: 1.0}, epochs: 2, optimizer: sgd, learning_rate: 1.0e+30}]}
 tracking: {overlays: 2}
 """
 
