@@ -105,9 +105,10 @@ def read_rows(dataset_name: str, batch_size: int = 256) -> dict[str, np.ndarray]
 
 
 def inject_failure(fail_once: dict | None, epoch: int, rank: int, world_size: int) -> None:
-    """Tests only: the last worker exits hard once, at the start of ``fail_once["epoch"]``."""
+    """Tests only: the last worker exits hard once, a second into ``fail_once["epoch"]``."""
     if fail_once and epoch == fail_once["epoch"] and rank == world_size - 1 and not os.path.exists(fail_once["marker"]):
         Path(fail_once["marker"]).touch()
+        time.sleep(1.0)  # as a crash mid-epoch would; the controller registers the last checkpoint meanwhile
         os._exit(1)
 
 
@@ -161,7 +162,7 @@ def train_loop(loop_config: dict) -> dict:
     optimizer, guard, current_phase = None, None, None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     for epoch in range(first_epoch, len(schedule)):
-        phase_index, epoch_in_phase = schedule[epoch]
+        phase_index = schedule[epoch][0]
         phase = phases[phase_index]
         if phase_index != current_phase:
             current_phase = phase_index
