@@ -1,8 +1,12 @@
-"""Errors of estimated C-arm poses against true ones."""
+"""Errors of landmarks and C-arm poses against the truth, and their summaries (RMSE, bootstrap intervals)."""
 
+import math
+
+import numpy as np
 import torch
 
 from components import geometry
+from components.geometry import Camera
 
 
 def rotation_error_deg(pose: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -36,3 +40,45 @@ def landmark_rmse(predicted: torch.Tensor, truth: torch.Tensor, visible: torch.T
     """Root of the mean squared distance over the visible landmarks of (B, N, 2) points; NaN if none."""
     mask = visible.to(predicted.dtype)
     return ((landmark_squared_errors(predicted, truth) * mask).sum() / mask.sum()).sqrt()
+
+
+def pooled_rmse(errors: np.ndarray) -> float:
+    """RMSE over every finite entry of (B, N) errors (the paper's "mean" over all landmarks)."""
+    finite = errors[np.isfinite(errors)]
+    return float(np.sqrt(np.mean(finite**2))) if finite.size else math.nan
+
+
+def per_landmark_rmse(errors: np.ndarray) -> np.ndarray:
+    """(N,) RMSE of each landmark over the images where it is visible."""
+    squared = np.where(np.isfinite(errors), errors**2, np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.nanmean(squared, axis=0)) if len(errors) else np.full(errors.shape[1], math.nan)
+
+
+def bootstrap_ci(errors: np.ndarray, subjects: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the pooled RMSE when whole subjects are resampled with replacement.
+
+    Images of one subject are not independent, so subjects (not images) are the resampled unit.
+    With one subject the interval is that subject's RMSE twice (nothing to resample).
+    """
+    unique = np.unique(subjects)
+    groups = [errors[subjects == subject] for subject in unique]
+    generator = np.random.default_rng(seed)
+    statistics = [
+        pooled_rmse(np.concatenate([groups[i] for i in generator.integers(0, len(groups), len(groups))]))
+        for _ in range(resamples)
+    ]
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(statistics, tail)), float(np.percentile(statistics, 100 - tail))
+
+
+def px_to_mm(camera: Camera, source_to_isocenter: float) -> tuple[float, float]:
+    """(mm at the detector, mm at the isocentre) per pixel: the pixel size, then divided by the magnification sdd / sid."""
+    pixel = (camera.delx + camera.dely) / 2
+    return pixel, pixel * source_to_isocenter / camera.sdd
+
+
+def success_rate(mtre_mm: np.ndarray, threshold_mm: float = 10.0) -> float:
+    """Share of the images whose mTRE is below ``threshold_mm``; an unsolved (NaN) image counts as a failure."""
+    mtre_mm = np.asarray(mtre_mm, dtype=float)
+    return float((np.nan_to_num(mtre_mm, nan=np.inf) < threshold_mm).mean()) if mtre_mm.size else math.nan

@@ -117,11 +117,13 @@ class DivergenceGuard:
 
 @dataclass
 class Predictions:
-    """What the model predicts for a set of rows. (B, 8, 2) px; the poses are (B, 6), NaN where unsolved."""
+    """What the model predicts for a set of rows: (B, 8, 2) px landmarks, and (B, 6) poses
+    registered from them (``pose`` from argmax, ``soft_pose`` from soft-argmax), NaN where unsolved."""
 
     argmax: torch.Tensor
     soft_argmax: torch.Tensor
     pose: torch.Tensor
+    soft_pose: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -133,20 +135,21 @@ def predict(
     batch_size: int = 16,
     device: torch.device | str = "cpu",
 ) -> Predictions:
-    """Landmarks by argmax and soft-argmax, and the pose registered from the argmax landmarks."""
+    """Landmarks by argmax and soft-argmax, and the poses registered from each."""
     was_training = model.training
     model.eval()
-    argmax, soft, poses = [], [], []
+    argmax, soft, poses, soft_poses = [], [], [], []
     for start in range(0, row_count(rows), batch_size):
         indices = np.arange(start, min(start + batch_size, row_count(rows)))
         batch = make_batch(rows, indices, device)
         logits = model(batch["image"]).float()
         argmax.append(heatmaps.argmax(logits).cpu())
         soft.append(heatmaps.soft_argmax(logits, temperature).cpu())
-        solved = registration.solve(batch["landmarks_3d"].cpu(), argmax[-1].double(), camera, weights=batch["visible"].cpu().double())
-        poses.append(solved.pose)
+        landmarks_3d, weights = batch["landmarks_3d"].cpu(), batch["visible"].cpu().double()
+        poses.append(registration.solve(landmarks_3d, argmax[-1].double(), camera, weights=weights).pose)
+        soft_poses.append(registration.solve(landmarks_3d, soft[-1].double(), camera, weights=weights).pose)
     model.train(was_training)
-    return Predictions(torch.cat(argmax), torch.cat(soft), torch.cat(poses))
+    return Predictions(torch.cat(argmax), torch.cat(soft), torch.cat(poses), torch.cat(soft_poses))
 
 
 def validation_metrics(predictions: Predictions, rows: dict[str, np.ndarray]) -> dict[str, float]:

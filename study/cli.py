@@ -35,6 +35,19 @@ def cmd_train(args) -> None:
         print(f"{result.run_name}: diverged (recorded as such in MLflow run {result.run_id})")
 
 
+def cmd_evaluate(args) -> None:
+    from study.evaluate import evaluate
+
+    config = load_config(args.preset, args.set) if args.preset else None
+    evaluate(args.run, config, args.data, args.splits, args.out)
+
+
+def cmd_reproduce(args) -> None:
+    from study.report import reproduce
+
+    reproduce(load_config(args.preset, args.set), args.data, args.out)
+
+
 def cmd_demo(args) -> None:
     from study.generate import default_out_dir, generate
     from study.preview import write_preview
@@ -55,13 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--config", required=True, help="a preset name (demo, paper) or a YAML file")
     generate.add_argument("--out", help="data set folder (default: data/<config name>)")
     generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    generate.set_defaults(run=cmd_generate)
+    generate.set_defaults(handler=cmd_generate)
 
     preview = commands.add_parser("preview", help="a PNG contact sheet of DRRs with numbered landmarks")
     preview.add_argument("--data", required=True, help="a data set folder made by 'study generate'")
     preview.add_argument("--out", help="PNG path (default: <data>/preview.png)")
     preview.add_argument("--count", type=int, default=12, help="number of DRRs to draw")
-    preview.set_defaults(run=cmd_preview)
+    preview.set_defaults(handler=cmd_preview)
 
     train = commands.add_parser("train", help="train one strategy of a config's train section on Ray Train")
     train.add_argument("--preset", "--config", dest="preset", required=True, help="a preset name (demo, paper) or a YAML file")
@@ -70,19 +83,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
     train.add_argument("--name", help="run name (default: <config name>-<strategy>); the same name resumes")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="a trained model on the test splits (RMSE, pose errors), logged to its MLflow run")
+    evaluate.add_argument("--run", required=True, help="an MLflow run id, or a checkpoint folder")
+    evaluate.add_argument("--splits", nargs="+", default=["novel_view", "novel_subject"], choices=["val", "novel_view", "novel_subject"])
+    evaluate.add_argument("--preset", "--config", dest="preset", help="the study config (default: the one stored in the checkpoint)")
+    evaluate.add_argument("--data", help="data set folder (default: data/<config name>)")
+    evaluate.add_argument("--out", help="output folder (default: evaluations/<run id or checkpoint name>)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    reproduce = commands.add_parser("reproduce", help="the paper's four strategies, then Table 1 (Markdown, CSV, plots, MLflow)")
+    reproduce.add_argument("--preset", "--config", dest="preset", required=True, help="a preset name (demo, paper) or a YAML file")
+    reproduce.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
+    reproduce.add_argument("--out", help="report folder (default: reports/<config name>)")
+    reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    reproduce.set_defaults(handler=cmd_reproduce)
 
     demo = commands.add_parser("demo", help="the whole demo on the embedded phantom")
     demo.add_argument("--out", help="data set folder (default: data/demo)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except (ConfigError, DatasetError, VolumeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -194,6 +194,7 @@ class TrainConfig(Strict):
     """How to train: the model, losses, strategies, and the Ray Train resources."""
 
     strategies: dict[str, StrategyConfig]
+    seed: int | None = Field(None, description="training seed (default: the study's seed, which also made the data)")
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     augment: AugmentConfig | None = None
@@ -227,12 +228,30 @@ class TrackingConfig(Strict):
     overlays: int = Field(4, ge=0, description="val images drawn with true and predicted landmarks")
 
 
+class ReportConfig(Strict):
+    """How ``study evaluate`` and ``study reproduce`` measure and report."""
+
+    seeds: list[int] | None = Field(None, min_length=1, description="training seeds of a reproduction (default: the training seed)")
+    success_mm: float = Field(10.0, gt=0, description="a registration succeeds when its mTRE is below this")
+    bootstrap_resamples: int = Field(1000, ge=10)
+    examples: int = Field(4, ge=0, description="images per strategy drawn with their predictions")
+
+
 class StudyConfig(Strict):
     name: str
     seed: int = 0
     data: DataConfig
     train: TrainConfig | None = None
     tracking: TrackingConfig = TrackingConfig()
+    report: ReportConfig = ReportConfig()
+
+    def training_seed(self) -> int:
+        return self.seed if self.train is None or self.train.seed is None else self.train.seed
+
+    def run_name(self, strategy: str) -> str:
+        """The default name of a strategy's training run: ``<name>-<strategy>``, plus ``-seed<k>`` for another training seed."""
+        seed = self.training_seed()
+        return f"{self.name}-{strategy}" + (f"-seed{seed}" if seed != self.seed else "")
 
     def data_part(self) -> dict:
         """What defines the data set (and nothing else): the generated folder is claimed by this."""

@@ -25,9 +25,10 @@ RUN_NAME_TAG = "study.run_name"
 PARAM_LIMIT = 6000
 
 
-def tracking_uri(config: StudyConfig) -> str:
+def tracking_uri(config: StudyConfig | None) -> str:
     """Where runs go: ``MLFLOW_TRACKING_URI``, the config's ``tracking.uri``, or ``./mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    configured = config.tracking.uri if config is not None else None
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def git_commit() -> str:
@@ -55,10 +56,15 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 class Tracker:
     """The MLflow runs of one study config."""
 
-    def __init__(self, config: StudyConfig):
+    def __init__(self, config: StudyConfig | None, experiment: bool = True):
         self.uri = tracking_uri(config)
         self.client = MlflowClient(self.uri)
-        self.experiment_id = self.experiment(config.tracking.experiment or config.name)
+        self.experiment_id = self.experiment(config.tracking.experiment or config.name) if experiment else None
+
+    @classmethod
+    def for_uri(cls, config: StudyConfig | None) -> "Tracker":
+        """A tracker for existing runs (by id) only: it neither needs nor creates an experiment."""
+        return cls(config, experiment=False)
 
     def experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)

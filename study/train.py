@@ -136,7 +136,8 @@ def train_loop(loop_config: dict) -> dict:
     use_amp = train_config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
 
-    torch.manual_seed(config.seed)
+    seed = config.training_seed()
+    torch.manual_seed(seed)
     settings = model_settings(config)
     model = make_unet(**settings, encoder_weights=train_config.model.encoder_weights)
     resumed = ray.train.get_checkpoint()
@@ -156,7 +157,7 @@ def train_loop(loop_config: dict) -> dict:
 
     train_rows = read_rows("train")
     val_rows = read_rows("val") if rank == 0 else None
-    local_steps = len(training.epoch_batches(training.row_count(train_rows), train_config.batch_size, config.seed, 0))
+    local_steps = len(training.epoch_batches(training.row_count(train_rows), train_config.batch_size, seed, 0))
     steps = int(all_reduce([local_steps], dist.ReduceOp.MIN)[0])
 
     optimizer, guard, current_phase = None, None, None
@@ -176,9 +177,9 @@ def train_loop(loop_config: dict) -> dict:
 
         started = time.perf_counter()
         sums, diverged = {}, False
-        batches = training.epoch_batches(training.row_count(train_rows), train_config.batch_size, config.seed + 7919 * rank, epoch)
+        batches = training.epoch_batches(training.row_count(train_rows), train_config.batch_size, seed + 7919 * rank, epoch)
         for step, indices in enumerate(batches[: min(steps, phase.steps_per_epoch or steps)]):
-            seeds = training.augmentation_seeds(config.seed, epoch, rank, step, len(indices)) if augment else None
+            seeds = training.augmentation_seeds(seed, epoch, rank, step, len(indices)) if augment else None
             batch = training.make_batch(train_rows, indices, device, augment, seeds)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = ddp_model(batch["image"])
@@ -209,6 +210,7 @@ def train_loop(loop_config: dict) -> dict:
                 save_checkpoint(
                     folder, model, settings, epoch=epoch, phase=phase_index, optimizer=optimizer.state_dict(),
                     divergence_reference=guard.reference, strategy=strategy, start_fingerprint=start_fingerprint,
+                    config=loop_config["config"],
                     metrics={key: value for key, value in metrics.items() if isinstance(value, (int, float))},
                 )
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
@@ -322,7 +324,7 @@ def train(
 
     Args:
         init: overrides the strategy's start (a strategy name, checkpoint folder or MLflow run id).
-        name: the run name (default ``<config name>-<strategy>``); Ray's run folder and the MLflow run.
+        name: the run name (default ``config.run_name(strategy)``); Ray's run folder and the MLflow run.
         parent_run_id: an MLflow run to nest this run under.
         fail_once: tests only: ``{"epoch": k, "marker": path}`` kills a worker once at epoch k.
     """
@@ -332,7 +334,7 @@ def train(
     if strategy not in strategies:
         raise ConfigError(f"strategy '{strategy}' is not in the config (strategies: {', '.join(strategies)})")
     data_dir = Path(data_dir)
-    name = name or f"{config.name}-{strategy}"
+    name = name or config.run_name(strategy)
     storage = storage_folder(config)
     run_folder = Path(storage) / name
     finished = None

@@ -3,65 +3,17 @@
 import numpy as np
 import pytest
 import torch
-import yaml
 from mlflow.tracking import MlflowClient
 
 from components import training
 from components.dataset import read_split
 from components.model import load_checkpoint, model_from_checkpoint, weights_fingerprint
-from study.config import ConfigError, StudyConfig
-from study.generate import generate
+from study.config import ConfigError
 from study.train import train
 
-TRAIN_CONFIG = """
-name: trainee
-seed: 3
-data:
-  cohort:
-    kind: phantom
-    subjects: {train: 3, val: 1, novel_subject: 1}
-    voxel_size_mm: 4.0
-  views: {train: 16, novel_view: 2, val: 8, novel_subject: 2}
-  detector: {sdd: 1020.0, height: 1436, delx: 0.3}
-  image_size: 64
-  poses:
-    rotation_deg: [15.0, 15.0, 15.0]
-    translation_mm: [20.0, 40.0, 20.0]
-    source_to_isocenter: 800.0
-  renderer: {name: trilinear}
-  shard_size: 8
-train:
-  model: {encoder: resnet18, encoder_depth: 3}
-  loss: {radius: 2.5, pos_weight: 20.0}
-  batch_size: 4
-  workers: 2
-  cpus_per_worker: 0.5
-  max_failures: 1
-  strategies:
-    baseline: {phases: [{losses: {bce: 1.0}, epochs: 20, learning_rate: 0.003}]}
-    short: {phases: [{losses: {bce: 1.0}, epochs: 4, learning_rate: 0.003}]}
-    finetune: {init: baseline, phases: [{losses: {pose: 1.0}, epochs: 1, learning_rate: 0.0001}]}
-    pose_only: {phases: [{losses: {pose: 1.0}, epochs: 2, learning_rate: 0.003}]}
-    exploding: {phases: [{losses: {bce: 1.0}, epochs: 2, optimizer: sgd, learning_rate: 1.0e+30}]}
-tracking: {overlays: 2}
-"""
-
-
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, ray_session):
-    """The config (runs and MLflow in a temporary folder) and its generated data set."""
-    folder = tmp_path_factory.mktemp("train")
-    raw = yaml.safe_load(TRAIN_CONFIG)
-    raw["train"]["storage"] = str(folder / "runs")
-    raw["tracking"]["uri"] = f"sqlite:///{folder / 'mlflow.db'}"
-    config = StudyConfig.model_validate(raw)
-    generate(config, folder / "data")
-    return config, folder / "data"
-
-
-@pytest.fixture(scope="module")
-def baseline(study):
-    config, data = study
+def baseline(train_study):
+    config, data = train_study
     return train(config, "baseline", data)
 
 
@@ -75,15 +27,15 @@ def rows_of(folder, split):
     return training.collect_rows([{name: getattr(rows, name) for name in training.COLUMNS}])
 
 
-def test_two_worker_ddp_run_learns(study, baseline):
-    config, data = study
+def test_two_worker_ddp_run_learns(train_study, baseline):
+    config, data = train_study
     floor = training.mean_position_rmse(rows_of(data, "train"), rows_of(data, "val"))
     assert baseline.status == "finished" and baseline.epochs == 20
     assert baseline.best_metrics["val_rmse_px"] < 0.6 * floor, (baseline.best_metrics, floor)
 
 
-def test_best_checkpoint_reloads_to_the_same_predictions(study, baseline):
-    config, data = study
+def test_best_checkpoint_reloads_to_the_same_predictions(train_study, baseline):
+    config, data = train_study
     val = rows_of(data, "val")
     predictions = training.predict(model_from_checkpoint(baseline.best_checkpoint), val, config.data.render_camera(), 1.0)
     recomputed = training.validation_metrics(predictions, val)
@@ -91,8 +43,8 @@ def test_best_checkpoint_reloads_to_the_same_predictions(study, baseline):
     assert recomputed["rmse_soft_px"] == pytest.approx(baseline.best_metrics["val_rmse_soft_px"], abs=1e-5)
 
 
-def test_the_run_is_in_mlflow(study, baseline):
-    config, _ = study
+def test_the_run_is_in_mlflow(train_study, baseline):
+    config, _ = train_study
     client = MlflowClient(config.tracking.uri)
     run = client.get_run(baseline.run_id)
     assert run.info.status == "FINISHED"
@@ -107,14 +59,14 @@ def test_the_run_is_in_mlflow(study, baseline):
     assert artifacts == {"best_checkpoint/checkpoint.pt"} and plots == {"plots/val_overlays.png"}
 
 
-def test_a_finished_run_of_the_same_name_is_returned_as_it_is(study, baseline):
-    config, data = study
+def test_a_finished_run_of_the_same_name_is_returned_as_it_is(train_study, baseline):
+    config, data = train_study
     again = train(config, "baseline", data)
     assert again == baseline
 
 
-def test_finetune_starts_from_the_baseline_checkpoint(study, baseline):
-    config, data = study
+def test_finetune_starts_from_the_baseline_checkpoint(train_study, baseline):
+    config, data = train_study
     tuned = train(config, "finetune", data)
     assert tuned.status == "finished" and tuned.epochs == 1
     start = load_checkpoint(tuned.best_checkpoint)["start_fingerprint"]
@@ -122,14 +74,14 @@ def test_finetune_starts_from_the_baseline_checkpoint(study, baseline):
     assert weights_fingerprint(load_checkpoint(tuned.best_checkpoint)["model"]) != start
 
 
-def test_pose_only_ends_trained_or_diverged(study):
-    config, data = study
+def test_pose_only_ends_trained_or_diverged(train_study):
+    config, data = train_study
     result = train(config, "pose_only", data)
     assert result.status in ("finished", "diverged")
 
 
-def test_an_exploding_loss_is_recorded_as_diverged(study):
-    config, data = study
+def test_an_exploding_loss_is_recorded_as_diverged(train_study):
+    config, data = train_study
     result = train(config, "exploding", data)
     assert result.status == "diverged" and result.epochs == 1
     run = MlflowClient(config.tracking.uri).get_run(result.run_id)
@@ -141,8 +93,8 @@ def last_value(config, run_id, key):
     return max(history, key=lambda m: (m.step, m.timestamp)).value
 
 
-def test_a_killed_worker_resumes_from_the_last_checkpoint(study, tmp_path):
-    config, data = study
+def test_a_killed_worker_resumes_from_the_last_checkpoint(train_study, tmp_path):
+    config, data = train_study
     marker = tmp_path / "failed-once"
     result = train(config, "short", data, name="killed-worker", fail_once={"epoch": 2, "marker": str(marker)})
     assert marker.exists() and result.status == "finished" and result.epochs == 4
@@ -150,8 +102,8 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(study, tmp_path):
     assert last_value(config, result.run_id, "first_epoch") in (1, 2), "restarted from scratch, not from a checkpoint"
 
 
-def test_a_failed_run_started_again_with_its_name_resumes(study, tmp_path):
-    config, data = study
+def test_a_failed_run_started_again_with_its_name_resumes(train_study, tmp_path):
+    config, data = train_study
     strict = config.model_copy(update={"train": config.train.model_copy(update={"max_failures": 0})})
     with pytest.raises(Exception, match="Training failed"):
         train(strict, "short", data, name="restarted", fail_once={"epoch": 3, "marker": str(tmp_path / "m")})
@@ -161,16 +113,16 @@ def test_a_failed_run_started_again_with_its_name_resumes(study, tmp_path):
     assert sorted({m.step for m in MlflowClient(config.tracking.uri).get_metric_history(result.run_id, "train_loss")}) == [0, 1, 2, 3]
 
 
-def test_unknown_strategy_and_missing_train_section(study):
-    config, data = study
+def test_unknown_strategy_and_missing_train_section(train_study):
+    config, data = train_study
     with pytest.raises(ConfigError, match="strategy 'nope' is not in the config"):
         train(config, "nope", data)
     with pytest.raises(ConfigError, match="has no 'train' section"):
         train(config.model_copy(update={"train": None}), "baseline", data)
 
 
-def test_a_run_name_belongs_to_one_config(study, baseline):
-    config, data = study
+def test_a_run_name_belongs_to_one_config(train_study, baseline):
+    config, data = train_study
     other = config.model_copy(update={"seed": 4})
     with pytest.raises(ConfigError, match=r"a run of another config or strategy has this name \(differs in: config.seed\)"):
         train(other, "baseline", data)

@@ -1,0 +1,80 @@
+"""Evaluation of a landmark model on a split, as the paper's Table 1 does, plus pose metrics.
+
+``per_image_results`` gives one record per (image, method) — method ``argmax`` (the paper's) or
+``soft_argmax`` — with the error of every landmark (px, NaN where invisible) and the pose
+registered from that method's landmarks. ``summarise`` turns the records of one split and method
+into RMSEs (per landmark and pooled over all landmarks, as the paper's "mean"), in px, in mm at
+the detector and in mm at the isocentre, with a bootstrap 95% confidence interval that resamples
+subjects, and the pose errors and success rate.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from components import metrics, training
+from components.anatomy import LANDMARK_NAMES
+from components.geometry import Camera
+
+METHODS = ("argmax", "soft_argmax")
+
+
+def per_image_results(predictions: training.Predictions, rows: dict, ids: dict) -> list[dict]:
+    """One record per image and method.
+
+    Args:
+        predictions: the model's landmarks and the poses registered from them.
+        rows: the rows' training columns (``training.COLUMNS``).
+        ids: (B,) arrays ``subject_id``, ``view_id`` and ``split``.
+    """
+    truth = torch.from_numpy(rows["landmarks_2d"]).double()
+    visible = torch.from_numpy(rows["visible"])
+    pose = torch.from_numpy(rows["pose"]).double()
+    landmarks_3d = torch.from_numpy(rows["landmarks_3d"]).double()
+    records = []
+    for method, points, poses in (("argmax", predictions.argmax, predictions.pose), ("soft_argmax", predictions.soft_argmax, predictions.soft_pose)):
+        errors = metrics.landmark_squared_errors(points.double(), truth).sqrt().masked_fill(~visible, math.nan)
+        poses = poses.double()
+        rotation = metrics.rotation_error_deg(poses, pose)
+        translation = metrics.translation_error_mm(poses, pose)
+        mtre = metrics.mean_target_registration_error_mm(poses, pose, landmarks_3d)
+        for index in range(len(truth)):
+            record = {"split": str(ids["split"][index]), "subject_id": str(ids["subject_id"][index]),
+                      "view_id": int(ids["view_id"][index]), "method": method}
+            record |= {f"error_px_{name}": errors[index, slot].item() for slot, name in enumerate(LANDMARK_NAMES)}
+            record |= {f"predicted_{axis}_{name}": points[index, slot, k].item()
+                       for slot, name in enumerate(LANDMARK_NAMES) for k, axis in enumerate("uv")}
+            record |= {"rotation_deg": rotation[index].item(), "translation_mm": translation[index].item(), "mtre_mm": mtre[index].item()}
+            records.append(record)
+    return records
+
+
+def error_matrix(records: list[dict]) -> np.ndarray:
+    """(B, 8) landmark errors (px) of the records, NaN where invisible."""
+    return np.array([[record[f"error_px_{name}"] for name in LANDMARK_NAMES] for record in records], dtype=float)
+
+
+def summarise(records: list[dict], camera: Camera, source_to_isocenter: float, success_mm: float = 10.0,
+              resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The metrics of the records of one split and method (see the module docstring for the keys)."""
+    errors = error_matrix(records)
+    subjects = np.array([record["subject_id"] for record in records])
+    detector_mm, isocenter_mm = metrics.px_to_mm(camera, source_to_isocenter)
+    rmse = metrics.pooled_rmse(errors)
+    low, high = metrics.bootstrap_ci(errors, subjects, resamples, seed)
+    summary = {"images": float(len(records)), "subjects": float(len(np.unique(subjects))),
+               "rmse_px": rmse, "rmse_px_ci_low": low, "rmse_px_ci_high": high,
+               "rmse_detector_mm": rmse * detector_mm, "rmse_isocenter_mm": rmse * isocenter_mm}
+    for name, value in zip(LANDMARK_NAMES, metrics.per_landmark_rmse(errors)):
+        summary[f"rmse_px_{name}"] = float(value)
+        summary[f"rmse_isocenter_mm_{name}"] = float(value) * isocenter_mm
+    mtre = np.array([record["mtre_mm"] for record in records])
+    solved = np.isfinite(mtre)
+    for key in ("rotation_deg", "translation_mm", "mtre_mm"):
+        values = np.array([record[key] for record in records])[solved]
+        summary[f"{key}_mean"] = float(values.mean()) if values.size else math.nan
+        summary[f"{key}_median"] = float(np.median(values)) if values.size else math.nan
+    summary["success_rate"] = metrics.success_rate(mtre, success_mm)
+    summary["pose_failures"] = float((~solved).sum())
+    return summary

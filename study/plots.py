@@ -1,0 +1,92 @@
+"""The plots a reader of an evaluation or a reproduction wants, each written as a PNG (atomically).
+
+Every function takes results keyed by a label (a strategy name, or "model" for one model).
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from components import evaluation, training  # noqa: E402
+from components.anatomy import LANDMARK_NAMES  # noqa: E402
+from components.model import model_from_checkpoint  # noqa: E402
+from study.preview import draw_image, draw_landmarks, save_figure  # noqa: E402
+
+
+def per_landmark_plot(summaries: dict[str, dict], out: Path) -> Path:
+    """Bars of the argmax RMSE (px) of each landmark, one group per landmark and one bar per label; a panel per split."""
+    splits = sorted({split for by_split in summaries.values() for split in by_split})
+    figure, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 3.6), squeeze=False)
+    width = 0.8 / max(len(summaries), 1)
+    for axis, split in zip(axes.flat, splits):
+        for index, (label, by_split) in enumerate(summaries.items()):
+            if split not in by_split:
+                continue
+            values = [by_split[split]["argmax"][f"rmse_px_{name}"] for name in LANDMARK_NAMES]
+            axis.bar(np.arange(len(LANDMARK_NAMES)) + index * width, values, width, label=label)
+        axis.set_xticks(np.arange(len(LANDMARK_NAMES)) + width * (len(summaries) - 1) / 2, LANDMARK_NAMES, rotation=45, fontsize=7)
+        axis.set_ylabel("RMSE (px, argmax)")
+        axis.set_title(split)
+        axis.legend(fontsize=7)
+    return save_figure(figure, Path(out))
+
+
+def error_cdf_plot(records: dict[str, list[dict]], out: Path) -> Path:
+    """Cumulative distribution of the landmark errors (px, argmax) per label; a panel per split."""
+    splits = sorted({r["split"] for rows in records.values() for r in rows})
+    figure, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
+    for axis, split in zip(axes.flat, splits):
+        for label, rows in records.items():
+            chosen = [r for r in rows if r["split"] == split and r["method"] == "argmax"]
+            errors = np.sort(evaluation.error_matrix(chosen).ravel())
+            errors = errors[np.isfinite(errors)]
+            if errors.size:
+                axis.plot(errors, np.arange(1, errors.size + 1) / errors.size, label=label)
+        axis.set_xscale("symlog", linthresh=1.0)
+        axis.set_xlabel("landmark error (px, argmax)")
+        axis.set_ylabel("fraction of landmarks")
+        axis.set_title(split)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    return save_figure(figure, Path(out))
+
+
+def example_plot(checkpoints: dict[str, str | Path], config, data_dir: Path, split: str, out: Path, count: int = 4) -> Path:
+    """The first ``count`` images of ``split``: one row per label, true (circles) and predicted (crosses) landmarks."""
+    from study.evaluate import split_rows
+
+    columns, ids = split_rows(Path(data_dir), split)
+    count = min(count, len(ids["view_id"]))
+    columns = {key: value[:count] for key, value in columns.items()}
+    figure, axes = plt.subplots(len(checkpoints), count, figsize=(2.6 * count, 2.8 * len(checkpoints)), squeeze=False)
+    for row, (label, checkpoint) in enumerate(checkpoints.items()):
+        predictions = training.predict(model_from_checkpoint(checkpoint), columns, config.data.render_camera(), config.train.loss.temperature)
+        for column in range(count):
+            axis = axes[row, column]
+            axis.axis("off")
+            draw_image(axis, columns["image"][column])
+            draw_landmarks(axis, columns["landmarks_2d"][column], columns["visible"][column])
+            draw_landmarks(axis, predictions.argmax[column].numpy(), columns["visible"][column], marker="x")
+            axis.set_title(f"{label}: {ids['subject_id'][column]} v{ids['view_id'][column]}", fontsize=7)
+    figure.suptitle(f"{split}: o truth, x prediction (argmax)", fontsize=8)
+    return save_figure(figure, Path(out))
+
+
+def training_curves_plot(histories: dict[str, dict[str, list[tuple[int, float]]]], out: Path) -> Path:
+    """Per label, the training loss and the val RMSE against the epoch."""
+    figure, (loss_axis, rmse_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, history in histories.items():
+        for axis, key in ((loss_axis, "train_loss"), (rmse_axis, "val_rmse_px")):
+            points = sorted(history.get(key, []))
+            if points:
+                axis.plot([p[0] + 1 for p in points], [p[1] for p in points], marker=".", label=label)
+    loss_axis.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss")
+    rmse_axis.set(xlabel="epoch", ylabel="val RMSE (px, argmax)", yscale="log", title="validation")
+    for axis in (loss_axis, rmse_axis):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    return save_figure(figure, Path(out))
