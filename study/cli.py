@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from components.dataset import DatasetError
+from components.images import ImageError
 from components.volumes import VolumeError
 from study.config import ConfigError, load_config
 
@@ -21,6 +22,11 @@ def cmd_preview(args) -> None:
 
     out = write_preview(args.data, args.out or Path(args.data) / "preview.png", count=args.count)
     print(f"preview: {out}")
+    if args.export:
+        from study.preview import export_images
+
+        written = export_images(args.data, args.export, count=args.count)
+        print(f"preview: {len(written)} DRRs as 16-bit PNG in {args.export}")
 
 
 def cmd_train(args) -> None:
@@ -46,6 +52,13 @@ def cmd_reproduce(args) -> None:
     from study.report import reproduce
 
     reproduce(load_config(args.preset, args.set), args.data, args.out)
+
+
+def cmd_predict(args) -> None:
+    from study.predict import predict
+
+    config = load_config(args.preset, args.set) if args.preset else None
+    predict(args.model, args.images, config, args.subject, args.landmarks_3d, args.out)
 
 
 def cmd_demo(args) -> None:
@@ -74,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--data", required=True, help="a data set folder made by 'study generate'")
     preview.add_argument("--out", help="PNG path (default: <data>/preview.png)")
     preview.add_argument("--count", type=int, default=12, help="number of DRRs to draw")
+    preview.add_argument("--export", metavar="DIR", help="also write each drawn DRR as a 16-bit PNG into DIR")
     preview.set_defaults(handler=cmd_preview)
 
     train = commands.add_parser("train", help="train one strategy of a config's train section on Ray Train")
@@ -101,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     reproduce.set_defaults(handler=cmd_reproduce)
 
+    predict = commands.add_parser("predict", help="landmarks (JSON + overlay PNG) of X-ray images, and the C-arm pose given 3D landmarks")
+    predict.add_argument("--model", required=True, help="an MLflow run id, or a checkpoint folder")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, TIFF, DICOM or NIfTI X-ray images")
+    predict.add_argument("--subject", help="the subject's CT (.nii.gz) with its landmark file beside it: also estimate the pose")
+    predict.add_argument("--landmarks-3d", dest="landmarks_3d", help="a landmark file (RAS/LPS mm, CT-centred): also estimate the pose")
+    predict.add_argument("--preset", "--config", dest="preset", help="the study config (default: the one stored in the checkpoint)")
+    predict.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
+    predict.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    predict.set_defaults(handler=cmd_predict)
+
     demo = commands.add_parser("demo", help="the whole demo on the embedded phantom")
     demo.add_argument("--out", help="data set folder (default: data/demo)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
@@ -112,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, DatasetError, VolumeError) as error:
+    except (ConfigError, DatasetError, VolumeError, ImageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

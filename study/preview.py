@@ -45,6 +45,24 @@ def write_preview(folder: str | Path, out: str | Path, count: int = 12, columns:
     return save_figure(figure, out)
 
 
+def export_images(folder: str | Path, out_dir: str | Path, count: int = 12) -> list[Path]:
+    """The same DRRs as the contact sheet, each as a 16-bit grey PNG ``<split>_<subject>_v<view>.png``
+    (inputs for ``study predict``)."""
+    from PIL import Image
+
+    rows, picks = pick_rows(Path(folder), count)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in picks:
+        path = out_dir / f"{rows.split[index]}_{rows.subject_id[index]}_v{rows.view_id[index]}.png"
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+        Image.fromarray(rows.image[index].astype(np.uint16)).save(temporary)
+        os.replace(temporary, path)
+        written.append(path)
+    return written
+
+
 def draw_image(axis, image: np.ndarray) -> None:
     """An (H, W) image in pixel coordinates: pixel [r, c] covers (c..c+1, r..r+1) as DESIGN.md says."""
     height, width = image.shape

@@ -339,7 +339,9 @@ def train(
     run_folder = Path(storage) / name
     finished = None
     if "://" not in storage:
-        identity = {"config": config.model_dump(mode="json", exclude={"tracking"}), "strategy": strategy, "init": init}
+        resolved = config.model_dump(mode="json", exclude={"tracking", "report"})
+        resolved["train"]["seed"] = config.training_seed()  # "no training seed" and "the study's seed" are one run
+        identity = {"config": resolved, "strategy": strategy, "init": init}
         claim_run_folder(run_folder, identity)
         finished = read_result(run_folder)
     if finished is not None:

@@ -1,0 +1,103 @@
+"""``study predict``: the 8 landmarks (and, given the subject's 3D landmarks, the C-arm pose) of X-ray images.
+
+An image is taken to cover the config's whole detector, whatever its pixel count: it is resized to
+the model's resolution with ``geometry.rescale`` (intrinsics kept consistent), and the landmarks
+are mapped back to the image's own pixels. Writes ``<image stem>.json`` and ``<image stem>_landmarks.png``.
+"""
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from components import geometry, heatmaps, registration  # noqa: E402
+from components.anatomy import LANDMARK_NAMES  # noqa: E402
+from components.images import read_xray  # noqa: E402
+from components.model import model_from_checkpoint  # noqa: E402
+from components.volumes import load_landmarks, load_subject  # noqa: E402
+from study.config import ConfigError, StudyConfig  # noqa: E402
+from study.evaluate import resolve_model, write_text  # noqa: E402
+from study.preview import draw_image, draw_landmarks, save_figure  # noqa: E402
+
+
+def landmarks_3d_of(subject: str | None, landmarks_3d: str | None) -> torch.Tensor | None:
+    """(8, 3) world landmarks (mm, RAS+, the CT grid centred frame of DESIGN.md) from a CT and the
+    landmark file beside it, or from a landmark file already in that frame (RAS, or LPS mm)."""
+    if subject and landmarks_3d:
+        raise ConfigError("give --subject or --landmarks-3d, not both")
+    if subject:
+        ct = Path(subject)
+        candidates = [ct.with_name(ct.name.replace(".nii.gz", "").replace(".nii", "") + s) for s in (".mrk.json", ".fcsv", ".csv")]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise ConfigError(f"{ct}: no landmark file beside it (expected one of {', '.join(c.name for c in candidates)})")
+        return torch.from_numpy(load_subject(ct, found).landmarks)
+    if landmarks_3d:
+        points, frame = load_landmarks(landmarks_3d)
+        if frame == "voxel":
+            raise ConfigError(f"{landmarks_3d}: voxel coordinates need their CT; use --subject <CT> instead")
+        return torch.from_numpy(points * np.array([-1.0, -1.0, 1.0]) if frame == "lps" else points)
+    return None
+
+
+def predict_image(model, image: np.ndarray, config: StudyConfig, landmarks_3d: torch.Tensor | None) -> dict:
+    """Landmarks (argmax and soft-argmax, in the image's pixels) and, with 3D landmarks, the pose."""
+    height, width = image.shape
+    size = config.data.image_size
+    native = geometry.rescale(config.data.detector.camera(), height, width)[0]
+    camera, resized, _ = geometry.rescale(native, size, size, image=torch.from_numpy(image)[None, None])
+    with torch.no_grad():
+        logits = model(resized.float()).float()
+    temperature = config.train.loss.temperature if config.train else 1.0
+    points = {"argmax": heatmaps.argmax(logits)[0].double(), "soft_argmax": heatmaps.soft_argmax(logits, temperature)[0].double()}
+    result = {"image_size": [height, width], "model_size": size}
+    for method, model_points in points.items():
+        back = geometry.rescale(camera, height, width, points_2d=model_points)[2]
+        result[f"landmarks_{method}"] = {name: [round(float(u), 3), round(float(v), 3)] for name, (u, v) in zip(LANDMARK_NAMES, back)}
+    if landmarks_3d is not None:
+        solved = registration.solve(landmarks_3d[None].double(), points["argmax"][None], camera)
+        pose = solved.pose[0]
+        angles, translation = geometry.pose_to_euler_zxy(pose[None])
+        result["pose"] = {
+            "rotation_vector_rad": pose[:3].tolist(), "translation_mm": pose[3:].tolist(),
+            "euler_zxy_deg": torch.rad2deg(angles[0]).tolist(), "converged": bool(solved.converged[0]),
+            "reprojection_rms_px": float(solved.residuals[0].pow(2).sum(-1).mean().sqrt()) * native.width / size,
+        }
+    return result
+
+
+def write_overlay(image: np.ndarray, result: dict, out: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1]))
+    axis.axis("off")
+    draw_image(axis, image)
+    points = np.array([result["landmarks_argmax"][name] for name in LANDMARK_NAMES])
+    draw_landmarks(axis, points, np.ones(len(points), dtype=bool), numbered=True, marker="x")
+    axis.set_title("predicted landmarks (argmax)", fontsize=8)
+    return save_figure(figure, out)
+
+
+def predict(reference: str, images: list[str], config: StudyConfig | None = None, subject: str | None = None,
+            landmarks_3d: str | None = None, out_dir: str | Path = "predictions") -> list[dict]:
+    """``study predict``: a JSON file and an overlay PNG per image in ``out_dir``; returns the results."""
+    checkpoint, _, config = resolve_model(reference, config)
+    model = model_from_checkpoint(checkpoint)
+    points_3d = landmarks_3d_of(subject, landmarks_3d)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in images:
+        image = read_xray(path)
+        result = {"image": str(path)} | predict_image(model, image, config, points_3d)
+        stem = Path(path).name.split(".")[0]
+        write_text(json.dumps(result, indent=2) + "\n", out_dir / f"{stem}.json")
+        write_overlay(image, result, out_dir / f"{stem}_landmarks.png")
+        pose = result.get("pose")
+        print(f"{path}: {out_dir / (stem + '.json')}" + (f"; pose ZXY {np.round(pose['euler_zxy_deg'], 1).tolist()} deg, "
+                                                           f"t {np.round(pose['translation_mm'], 1).tolist()} mm" if pose else ""))
+        results.append(result)
+    return results
