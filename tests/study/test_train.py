@@ -124,5 +124,5 @@ def test_unknown_strategy_and_missing_train_section(train_study):
 def test_a_run_name_belongs_to_one_config(train_study, baseline):
     config, data = train_study
     other = config.model_copy(update={"seed": 4})
-    with pytest.raises(ConfigError, match=r"a run of another config or strategy has this name \(differs in: config.seed\)"):
+    with pytest.raises(ConfigError, match=r"a run of another config or strategy has this name \(differs in: config.seed, config.train.seed\)"):
         train(other, "baseline", data)
