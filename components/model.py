@@ -70,6 +70,14 @@ def drop_unused_stages(encoder: torch.nn.Module, depth: int) -> list[str]:
     return dropped
 
 
+def read_torch_file(path: Path, what: str):
+    """``torch.load`` of tensors only, on the CPU; a foreign file raises ``ValueError`` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a foreign file
+        raise ValueError(f"{path}: not {what} ({error.__class__.__name__}: {error})") from error
+
+
 def load_encoder_weights(model: torch.nn.Module, path: Path, skip: list[str] = ()) -> None:
     """Load a local encoder state dict into ``model.encoder``; clear errors for a bad file.
 
@@ -77,10 +85,7 @@ def load_encoder_weights(model: torch.nn.Module, path: Path, skip: list[str] = (
     """
     if not path.is_file():
         raise ValueError(f"{path}: encoder weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a foreign file
-        raise ValueError(f"{path}: not a torch state dict ({error.__class__.__name__})") from error
+    state = read_torch_file(path, "a torch state dict")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict of the encoder, got {type(state).__name__}")
     state = {key: value for key, value in state.items() if key.split(".")[0] not in skip}
@@ -123,10 +128,7 @@ def load_checkpoint(path: str | Path) -> dict:
     file = path / CHECKPOINT_FILE if path.is_dir() else path
     if not file.is_file():
         raise ValueError(f"{path}: no checkpoint here (expected a folder with {CHECKPOINT_FILE}, or the file)")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a foreign file
-        raise ValueError(f"{file}: not a readable checkpoint ({error.__class__.__name__}: {error})") from error
+    state = read_torch_file(file, "a readable checkpoint")
     if not isinstance(state, dict) or "model" not in state or "settings" not in state:
         raise ValueError(f"{file}: not a study checkpoint (expected the keys 'model' and 'settings')")
     return state
