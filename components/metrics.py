@@ -36,10 +36,10 @@ def landmark_squared_errors(predicted: torch.Tensor, truth: torch.Tensor) -> tor
     return (predicted - truth).pow(2).sum(-1)
 
 
-def landmark_rmse(predicted: torch.Tensor, truth: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-    """Root of the mean squared distance over the visible landmarks of (B, N, 2) points; NaN if none."""
-    mask = visible.to(predicted.dtype)
-    return ((landmark_squared_errors(predicted, truth) * mask).sum() / mask.sum()).sqrt()
+def landmark_rmse(predicted: torch.Tensor, truth: torch.Tensor, visible: torch.Tensor) -> float:
+    """``pooled_rmse`` of (B, N, 2) points over the visible landmarks; NaN if none."""
+    errors = landmark_squared_errors(predicted, truth).sqrt().masked_fill(~visible, math.nan)
+    return pooled_rmse(errors.detach().cpu().numpy())
 
 
 def pooled_rmse(errors: np.ndarray) -> float:

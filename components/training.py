@@ -164,8 +164,8 @@ def validation_metrics(predictions: Predictions, rows: dict[str, np.ndarray]) ->
     pose = torch.from_numpy(rows["pose"]).double()
     solved = torch.isfinite(predictions.pose).all(-1)
     result = {
-        "rmse_px": metrics.landmark_rmse(predictions.argmax.double(), truth, visible).item(),
-        "rmse_soft_px": metrics.landmark_rmse(predictions.soft_argmax.double(), truth, visible).item(),
+        "rmse_px": metrics.landmark_rmse(predictions.argmax.double(), truth, visible),
+        "rmse_soft_px": metrics.landmark_rmse(predictions.soft_argmax.double(), truth, visible),
         "pose_failures": float((~solved).sum()),
     }
     if solved.any():
@@ -184,4 +184,4 @@ def mean_position_rmse(train_rows: dict[str, np.ndarray], rows: dict[str, np.nda
     visible = torch.from_numpy(train_rows["visible"]).double()[..., None]
     mean = (torch.from_numpy(train_rows["landmarks_2d"]).double() * visible).sum(0) / visible.sum(0).clamp_min(1)
     truth = torch.from_numpy(rows["landmarks_2d"]).double()
-    return metrics.landmark_rmse(mean.expand_as(truth), truth, torch.from_numpy(rows["visible"])).item()
+    return metrics.landmark_rmse(mean.expand_as(truth), truth, torch.from_numpy(rows["visible"]))

@@ -1,19 +1,16 @@
-"""The study command line: generate DRR data sets, look at them, train (also: python -m study)."""
+"""The study command line: generate and look at DRR data sets, train, evaluate, reproduce Table 1, predict (also: python -m study)."""
 
 import argparse
 import sys
 from pathlib import Path
 
-from components.dataset import DatasetError
-from components.images import ImageError
-from components.volumes import VolumeError
-from study.config import ConfigError, load_config
+from study.config import load_config
 
 
 def cmd_generate(args) -> None:
     from study.generate import default_out_dir, generate
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.preset, args.set)
     generate(config, args.out or default_out_dir(config))
 
 
@@ -73,14 +70,20 @@ def cmd_demo(args) -> None:
     print(f"preview: {write_preview(out_dir, out_dir / 'preview.png')}")
 
 
+def add_config_arguments(command: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--preset`` (alias ``--config``) and repeated ``--set KEY=VALUE`` overrides."""
+    help_text = "a preset name (demo, paper) or a YAML file" + ("" if required else " (default: the one stored in the checkpoint)")
+    command.add_argument("--preset", "--config", dest="preset", required=required, help=help_text)
+    command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate = commands.add_parser("generate", help="render a cohort's DRRs into Parquet shards (resumable)")
-    generate.add_argument("--config", required=True, help="a preset name (demo, paper) or a YAML file")
+    add_config_arguments(generate)
     generate.add_argument("--out", help="data set folder (default: data/<config name>)")
-    generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     generate.set_defaults(handler=cmd_generate)
 
     preview = commands.add_parser("preview", help="a PNG contact sheet of DRRs with numbered landmarks")
@@ -91,28 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     preview.set_defaults(handler=cmd_preview)
 
     train = commands.add_parser("train", help="train one strategy of a config's train section on Ray Train")
-    train.add_argument("--preset", "--config", dest="preset", required=True, help="a preset name (demo, paper) or a YAML file")
+    add_config_arguments(train)
     train.add_argument("--strategy", required=True, help="a strategy of the config (baseline, composite, pose_only, finetune)")
     train.add_argument("--init", help="start from a checkpoint folder, an MLflow run id, or another strategy's best checkpoint")
     train.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
     train.add_argument("--name", help="run name (default: <config name>-<strategy>); the same name resumes")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="a trained model on the test splits (RMSE, pose errors), logged to its MLflow run")
     evaluate.add_argument("--run", required=True, help="an MLflow run id, or a checkpoint folder")
     evaluate.add_argument("--splits", nargs="+", default=["novel_view", "novel_subject"], choices=["val", "novel_view", "novel_subject"])
-    evaluate.add_argument("--preset", "--config", dest="preset", help="the study config (default: the one stored in the checkpoint)")
+    add_config_arguments(evaluate, required=False)
     evaluate.add_argument("--data", help="data set folder (default: data/<config name>)")
     evaluate.add_argument("--out", help="output folder (default: evaluations/<run id or checkpoint name>)")
-    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     reproduce = commands.add_parser("reproduce", help="the paper's four strategies, then Table 1 (Markdown, CSV, plots, MLflow)")
-    reproduce.add_argument("--preset", "--config", dest="preset", required=True, help="a preset name (demo, paper) or a YAML file")
+    add_config_arguments(reproduce)
     reproduce.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
     reproduce.add_argument("--out", help="report folder (default: reports/<config name>)")
-    reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     reproduce.set_defaults(handler=cmd_reproduce)
 
     predict = commands.add_parser("predict", help="landmarks (JSON + overlay PNG) of X-ray images, and the C-arm pose given 3D landmarks")
@@ -120,9 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, TIFF, DICOM or NIfTI X-ray images")
     predict.add_argument("--subject", help="the subject's CT (.nii.gz) with its landmark file beside it: also estimate the pose")
     predict.add_argument("--landmarks-3d", dest="landmarks_3d", help="a landmark file (RAS/LPS mm, CT-centred): also estimate the pose")
-    predict.add_argument("--preset", "--config", dest="preset", help="the study config (default: the one stored in the checkpoint)")
+    add_config_arguments(predict, required=False)
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
-    predict.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     predict.set_defaults(handler=cmd_predict)
 
     demo = commands.add_parser("demo", help="the whole demo on the embedded phantom")
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, DatasetError, VolumeError, ImageError, ValueError) as error:
+    except ValueError as error:  # ConfigError, DatasetError, VolumeError, ImageError and bad checkpoints
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

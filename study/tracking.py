@@ -53,6 +53,13 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict, step: int) -> None:
+    """Log the numeric entries of ``metrics`` at ``step`` in one batch (others, e.g. a status, are skipped)."""
+    now = int(1000 * time.time())
+    numeric = [Metric(key, float(value), now, step) for key, value in metrics.items() if isinstance(value, (int, float))]
+    client.log_batch(run_id, metrics=numeric)
+
+
 class Tracker:
     """The MLflow runs of one study config."""
 
@@ -98,9 +105,7 @@ class Tracker:
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        now = int(1000 * time.time())
-        entries = [Metric(key, float(value), now, step) for key, value in metrics.items() if isinstance(value, (int, float))]
-        self.client.log_batch(run_id, metrics=entries)
+        log_metrics(self.client, run_id, metrics, step)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])

@@ -228,14 +228,13 @@ class EpochLogger(UserCallback):
         self.client = None
 
     def after_report(self, run_context, metrics, checkpoint):
-        from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
+        from study.tracking import log_metrics
+
         reported = metrics[0]
-        now = int(time.time() * 1000)
-        numeric = {k: float(v) for k, v in reported.items() if isinstance(v, (int, float)) and k != "epoch"}
         self.client = self.client or MlflowClient(self.tracking_uri)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, int(reported["epoch"])) for k, v in numeric.items()])
+        log_metrics(self.client, self.run_id, {k: v for k, v in reported.items() if k != "epoch"}, int(reported["epoch"]))
         print(epoch_line(self.strategy, reported, self.metric), flush=True)
 
 

@@ -46,5 +46,5 @@ def test_landmark_rmse_over_visible_landmarks_by_hand():
     predicted = torch.tensor([[[3.0, 4.0], [0.0, 1.0], [100.0, 0.0]], [[0.0, 0.0], [1.0, 1.0], [0.0, 2.0]]], dtype=torch.float64)
     visible = torch.tensor([[True, True, False], [True, True, True]])
     # squared errors of the visible ones: 25, 1, 0, 2, 4 -> mean 6.4
-    assert metrics.landmark_rmse(predicted, truth, visible).item() == pytest.approx(math.sqrt(6.4))
+    assert metrics.landmark_rmse(predicted, truth, visible) == pytest.approx(math.sqrt(6.4))
     assert metrics.landmark_squared_errors(predicted, truth)[0, 2].item() == 10000
