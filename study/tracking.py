@@ -95,7 +95,8 @@ class Tracker:
         if previous is not None and previous.info.status in ("RUNNING", "FAILED", "KILLED"):
             self.client.update_run(previous.info.run_id, status="RUNNING")
             return previous.info.run_id
-        all_tags = {RUN_NAME_TAG: run_name, "mlflow.runName": run_name, "mlflow.source.git.commit": git_commit(), **tags}
+        all_tags = {RUN_NAME_TAG: run_name, "mlflow.runName": run_name, "mlflow.source.git.commit": git_commit()}
+        all_tags |= {key: str(value) for key, value in tags.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,7 +44,7 @@ from ray.train.v2.api.callback import UserCallback
 from components import losses, training
 from components.dataset import DatasetError
 from components.manifest import differing_keys, read_manifest
-from components.model import load_checkpoint, make_unet, save_checkpoint, weights_fingerprint
+from components.model import CHECKPOINT_FILE, load_checkpoint, make_unet, save_checkpoint, weights_fingerprint
 from study.config import ConfigError, StudyConfig
 from study.runtime import ensure_ray
 from study.tracking import Tracker
@@ -51,6 +52,7 @@ from study.tracking import Tracker
 RESULT_FILE = "study_result.json"
 IDENTITY_FILE = "study_run.json"
 BEST_CHECKPOINT = "best_checkpoint"
+LATEST_CHECKPOINT = "latest_checkpoint"
 
 
 @dataclass
@@ -120,16 +122,95 @@ def quiet_report_logs() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def train_loop(loop_config: dict) -> dict:
-    """One Ray Train worker: train the strategy's phases, report every epoch (rank 0 with a checkpoint)."""
+class RayTrainWorker:
+    """A Ray Train worker's rank, rows, resumed state and reports."""
+
+    def __init__(self):
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def rows(self, split: str) -> dict[str, np.ndarray]:
+        return read_rows(split)
+
+    def resumed_state(self) -> dict:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return {}
+        with checkpoint.as_directory() as folder:
+            return load_checkpoint(folder)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(model)
+
+    def report(self, metrics: dict, folder: str | None) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
+
+class LocalWorker:
+    """Training in this process, without Ray Train: a small CPU run such as a sweep trial.
+
+    Checkpoints live in the run folder, ``latest/`` (to resume) and ``best_checkpoint/`` (by the
+    selection metric); every report also goes to ``on_report``.
+    """
+
+    def __init__(self, run_folder: Path, data_dir: Path, metric: str, use_gpu: bool, cpus: float, on_report):
+        self.rank, self.world_size = 0, 1
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.run_folder, self.data_dir, self.metric, self.on_report = run_folder, data_dir, metric, on_report
+        torch.set_num_threads(max(1, int(cpus)))
+
+    def rows(self, split: str) -> dict[str, np.ndarray]:
+        from components.dataset import read_split
+
+        rows = read_split(self.data_dir, split)
+        return {name: getattr(rows, name) for name in training.COLUMNS}
+
+    def resumed_state(self) -> dict:
+        latest = self.run_folder / LATEST_CHECKPOINT
+        return load_checkpoint(latest) if (latest / CHECKPOINT_FILE).is_file() else {}
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def report(self, metrics: dict, folder: str | None) -> None:
+        if folder is not None:
+            best = self.run_folder / BEST_CHECKPOINT
+            if not (best / CHECKPOINT_FILE).is_file() or metrics[self.metric] < load_checkpoint(best)["metrics"][self.metric]:
+                replace_folder(folder, best)
+            replace_folder(folder, self.run_folder / LATEST_CHECKPOINT)
+        self.on_report(metrics)
+
+
+def replace_folder(source: str | Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` by a rename, so ``target`` is never half-written."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    shutil.copytree(source, temporary)
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        target.rename(old)
+    temporary.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def ray_train_loop(loop_config: dict) -> dict:
+    """The entry point of a Ray Train worker."""
     quiet_report_logs()
+    return train_loop(loop_config, RayTrainWorker())
+
+
+def train_loop(loop_config: dict, worker) -> dict:
+    """Train the strategy's phases; report every epoch (rank 0 with a checkpoint and val metrics).
+
+    ``worker`` is a ``RayTrainWorker`` or a ``LocalWorker``: where rows, the resumed state and reports go.
+    """
     config = StudyConfig.model_validate_json(loop_config["config"])
     train_config, strategy = config.train, loop_config["strategy"]
     phases = train_config.strategies[strategy].phases
     schedule = phase_of_epochs(config, strategy)
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world_size, device = worker.rank, worker.world_size, worker.device
+    selection = f"best_{train_config.selection_metric}"
     camera = config.data.render_camera()
     loss_context = train_config.loss.context(camera, config.data.poses.source_to_isocenter)
     augment = train_config.augment.ranges() if train_config.augment else None
@@ -140,11 +221,8 @@ def train_loop(loop_config: dict) -> dict:
     torch.manual_seed(seed)
     settings = model_settings(config)
     model = make_unet(**settings, encoder_weights=train_config.model.encoder_weights)
-    resumed = ray.train.get_checkpoint()
-    state = {}
-    if resumed is not None:
-        with resumed.as_directory() as folder:
-            state = load_checkpoint(folder)
+    state = worker.resumed_state()
+    if state:
         model.load_state_dict(state["model"])
     elif loop_config["init"]:
         start = load_checkpoint(loop_config["init"])
@@ -153,10 +231,11 @@ def train_loop(loop_config: dict) -> dict:
         model.load_state_dict(start["model"])
     first_epoch = state.get("epoch", -1) + 1
     start_fingerprint = state.get("start_fingerprint") or weights_fingerprint(model.state_dict())
-    ddp_model = ray.train.torch.prepare_model(model)
+    best_so_far = state.get("metrics", {}).get(selection, math.inf)
+    ddp_model = worker.prepare(model)
 
-    train_rows = read_rows("train")
-    val_rows = read_rows("val") if rank == 0 else None
+    train_rows = worker.rows("train")
+    val_rows = worker.rows("val") if rank == 0 else None
     local_steps = len(training.epoch_batches(training.row_count(train_rows), train_config.batch_size, seed, 0))
     steps = int(all_reduce([local_steps], dist.ReduceOp.MIN)[0])
 
@@ -204,6 +283,9 @@ def train_loop(loop_config: dict) -> dict:
         if rank == 0 and not diverged:
             predictions = training.predict(model, val_rows, camera, loss_context.temperature, train_config.batch_size, device)
             metrics |= {f"val_{key}": value for key, value in training.validation_metrics(predictions, val_rows).items()}
+            best_so_far = min(best_so_far, metrics[train_config.selection_metric])
+        if rank == 0:
+            metrics[selection] = best_so_far  # the running best (inf before any val): what a sweep compares trials by
         metrics["epoch_seconds"] = time.perf_counter() - started
         with tempfile.TemporaryDirectory() as folder:
             if rank == 0 and not diverged:
@@ -213,26 +295,28 @@ def train_loop(loop_config: dict) -> dict:
                     config=loop_config["config"],
                     metrics={key: value for key, value in metrics.items() if isinstance(value, (int, float))},
                 )
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=checkpoint)
+                checkpoint = folder
+            worker.report(metrics, checkpoint)
         if diverged:
             return {"status": "diverged", "epoch": epoch}
     return {"status": "finished", "epoch": len(schedule) - 1}
 
 
 class EpochLogger(UserCallback):
-    """On the Ray Train controller: print each epoch's line and log its metrics to MLflow."""
+    """Print each epoch's line and log its metrics to MLflow (on the Ray Train controller, or in process)."""
 
     def __init__(self, tracking_uri: str, run_id: str, strategy: str, metric: str):
         self.tracking_uri, self.run_id, self.strategy, self.metric = tracking_uri, run_id, strategy, metric
         self.client = None
 
     def after_report(self, run_context, metrics, checkpoint):
+        self.log(metrics[0])
+
+    def log(self, reported: dict) -> None:
         from mlflow.tracking import MlflowClient
 
         from study.tracking import log_metrics
 
-        reported = metrics[0]
         self.client = self.client or MlflowClient(self.tracking_uri)
         log_metrics(self.client, self.run_id, {k: v for k, v in reported.items() if k != "epoch"}, int(reported["epoch"]))
         print(epoch_line(self.strategy, reported, self.metric), flush=True)
@@ -318,6 +402,8 @@ def train(
     name: str | None = None,
     parent_run_id: str | None = None,
     fail_once: dict | None = None,
+    in_process: bool = False,
+    report_to_tune: bool = False,
 ) -> TrainResult:
     """Train ``strategy`` of ``config`` on the data set in ``data_dir``; resume or return a run of the same name.
 
@@ -326,6 +412,8 @@ def train(
         name: the run name (default ``config.run_name(strategy)``); Ray's run folder and the MLflow run.
         parent_run_id: an MLflow run to nest this run under.
         fail_once: tests only: ``{"epoch": k, "marker": path}`` kills a worker once at epoch k.
+        in_process: train here, in one process, instead of on Ray Train workers (small CPU runs, sweep trials).
+        report_to_tune: also report every epoch to Ray Tune (when called from a Tune trial).
     """
     if config.train is None:
         raise ConfigError(f"config '{config.name}' has no 'train' section")
@@ -337,10 +425,12 @@ def train(
     storage = storage_folder(config)
     run_folder = Path(storage) / name
     finished = None
+    if in_process and "://" in storage:
+        raise ConfigError(f"train.storage '{storage}': training in process needs a local folder")
     if "://" not in storage:
-        resolved = config.model_dump(mode="json", exclude={"tracking", "report"})
+        resolved = config.model_dump(mode="json", exclude={"tracking", "report", "sweep"})
         resolved["train"]["seed"] = config.training_seed()  # "no training seed" and "the study's seed" are one run
-        identity = {"config": resolved, "strategy": strategy, "init": init}
+        identity = {"config": resolved, "strategy": strategy, "init": init} | ({"in_process": True} if in_process else {})
         claim_run_folder(run_folder, identity)
         finished = read_result(run_folder)
     if finished is not None:
@@ -355,11 +445,59 @@ def train(
 
     ensure_ray()
     use_gpu = config.train.use_gpu if config.train.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    metric = config.train.selection_metric
+    loop_config = {"config": config.model_dump_json(), "strategy": strategy, "init": init_checkpoint, "fail_once": fail_once}
+    logger = EpochLogger(tracker.uri, run_id, strategy, metric)
+    where = "in this process" if in_process else f"on {config.train.workers} Ray Train worker(s)"
+    print(f"{name}: training '{strategy}' {where} ({'GPU' if use_gpu else 'CPU'}); MLflow run {run_id}")
+    try:
+        if in_process:
+            result = train_in_process(loop_config, config, name, run_folder, data_dir, use_gpu, logger, report_to_tune)
+        else:
+            result = train_on_ray(loop_config, config, name, storage, data_dir, use_gpu, logger, report_to_tune)
+    except Exception:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    result.run_id = run_id
+    finish_tracking(tracker, config, result, data_dir)
+    if "://" not in storage:
+        write_result(run_folder, result)
+    if report_to_tune:  # the final epoch, held back until the run is logged and its result written
+        from ray import tune
+
+        tune.report(result.last_metrics)
+    print(f"{name}: {result.status} after {result.epochs} epoch(s); best {metric} "
+          f"{result.best_metrics.get(metric, math.nan):.3f}; best checkpoint {result.best_checkpoint}")
+    return result
+
+
+def is_final(metrics: dict) -> bool:
+    """The report of a run's last epoch (or of its diverged one)."""
+    return metrics.get("status") == "diverged" or metrics["epoch"] + 1 == metrics["epochs"]
+
+
+def TuneReportExceptLast():
+    """Ray Tune's ``TuneReportCallback``, holding back the final epoch, which ``train`` reports itself
+    after the run is logged: Tune may end a trial (e.g. ASHA at ``max_t``) as soon as it sees it."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class Callback(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if not is_final(metrics[0]):
+                super().after_report(run_context, metrics, checkpoint)
+
+    return Callback()
+
+
+def train_on_ray(loop_config: dict, config: StudyConfig, name: str, storage: str, data_dir: Path, use_gpu: bool,
+                 logger: EpochLogger, report_to_tune: bool) -> TrainResult:
+    """A ``TorchTrainer`` run: DDP over ``train.workers`` workers, checkpoints in Ray's run folder."""
     datasets = {split: ray.data.read_parquet(str(data_dir / split)).select_columns(list(training.COLUMNS)) for split in ("train", "val")}
     metric = config.train.selection_metric
+    callbacks = [logger] + ([TuneReportExceptLast()] if report_to_tune else [])
     trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"config": config.model_dump_json(), "strategy": strategy, "init": init_checkpoint, "fail_once": fail_once},
+        ray_train_loop,
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=config.train.workers, use_gpu=use_gpu, resources_per_worker={"CPU": config.train.cpus_per_worker}
         ),
@@ -367,28 +505,43 @@ def train(
             name=name, storage_path=storage,
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order="min"),
-            callbacks=[EpochLogger(tracker.uri, run_id, strategy, metric)],
+            callbacks=callbacks,
             logging_config=LoggingConfig(log_level="WARNING"),  # EpochLogger prints each epoch instead
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    print(f"{name}: training '{strategy}' on {config.train.workers} worker(s) ({'GPU' if use_gpu else 'CPU'}); MLflow run {run_id}")
-    try:
-        fitted = trainer.fit()
-    except Exception:
-        tracker.end_run(run_id, "FAILED")
-        raise
-    result = summarise(fitted, name, strategy, metric, run_id)
-    finish_tracking(tracker, config, result, data_dir)
-    if "://" not in storage:
-        write_result(run_folder, result)
-    print(f"{name}: {result.status} after {result.epochs} epoch(s); best {metric} "
-          f"{result.best_metrics.get(metric, math.nan):.3f}; best checkpoint {result.best_checkpoint}")
-    return result
+    return summarise(trainer.fit(), name, loop_config["strategy"], metric)
 
 
-def summarise(fitted, name: str, strategy: str, metric: str, run_id: str) -> TrainResult:
+def train_in_process(loop_config: dict, config: StudyConfig, name: str, run_folder: Path, data_dir: Path, use_gpu: bool,
+                     logger: EpochLogger, report_to_tune: bool) -> TrainResult:
+    """One process, no DDP (``train.workers`` is ignored): checkpoints in ``run_folder``; a run started again resumes."""
+    reports = []
+
+    def on_report(metrics: dict) -> None:
+        reports.append(metrics)
+        logger.log(metrics)
+        if report_to_tune and not is_final(metrics):
+            from ray import tune
+
+            tune.report(metrics)
+
+    metric = config.train.selection_metric
+    worker = LocalWorker(run_folder, data_dir, metric, use_gpu, config.train.cpus_per_worker, on_report)
+    returned = train_loop(loop_config, worker)
+    best = run_folder / BEST_CHECKPOINT
+    has_best = (best / CHECKPOINT_FILE).is_file()
+    latest = run_folder / LATEST_CHECKPOINT
+    return TrainResult(
+        run_name=name, strategy=loop_config["strategy"], status=returned["status"], epochs=returned["epoch"] + 1,
+        best_checkpoint=str(best) if has_best else None,
+        best_metrics=load_checkpoint(best)["metrics"] if has_best else {},
+        last_metrics=reports[-1] if reports else (load_checkpoint(latest)["metrics"] if (latest / CHECKPOINT_FILE).is_file() else {}),
+    )
+
+
+def summarise(fitted, name: str, strategy: str, metric: str, run_id: str | None = None) -> TrainResult:
     returned = fitted.return_value or {}
     last = {k: v for k, v in (fitted.metrics or {}).items() if isinstance(v, (int, float, str))}
     best = fitted.get_best_checkpoint(metric, "min") if fitted.best_checkpoints else None
