@@ -1,10 +1,10 @@
-"""The study command line: generate and look at DRR data sets, train, evaluate, reproduce Table 1, predict (also: python -m study)."""
+"""The study command line: generate and look at DRR data sets, train, sweep, evaluate, reproduce Table 1, predict (also: python -m study)."""
 
 import argparse
 import sys
 from pathlib import Path
 
-from study.config import load_config
+from study.config import ConfigError, load_config
 
 
 def cmd_generate(args) -> None:
@@ -51,6 +51,19 @@ def cmd_reproduce(args) -> None:
     reproduce(load_config(args.preset, args.set), args.data, args.out)
 
 
+def cmd_sweep(args) -> None:
+    from study.sweep import resume, sweep
+
+    if args.resume:
+        if args.preset or args.space or args.set:
+            raise ConfigError("--resume takes the sweep folder only: its config and search space are stored there")
+        resume(args.resume)
+        return
+    if not (args.preset and args.space):
+        raise ConfigError("a new sweep needs --preset and --space (or --resume <sweep folder>)")
+    sweep(load_config(args.preset, args.set), args.space, args.trials, args.data, args.name, args.init)
+
+
 def cmd_predict(args) -> None:
     from study.predict import predict
 
@@ -61,13 +74,32 @@ def cmd_predict(args) -> None:
 def cmd_demo(args) -> None:
     from study.generate import default_out_dir, generate
     from study.preview import write_preview
+    from study.report import reproduce
+    from study.sweep import SPACES_DIR, resume, sweep, sweep_folder
+    from study.tracking import Tracker
 
     config = load_config("demo", args.set)
-    out_dir = Path(args.out or default_out_dir(config))
-    print("demo 1/2: generating the phantom DRR data set")
-    generate(config, out_dir)
-    print("demo 2/2: drawing a preview")
-    print(f"preview: {write_preview(out_dir, out_dir / 'preview.png')}")
+    data_dir = Path(args.out or default_out_dir(config))
+    print("demo 1/4: the phantom DRR data set and a preview")
+    generate(config, data_dir)
+    print(f"preview: {write_preview(data_dir, data_dir / 'preview.png')}")
+    print("demo 2/4: the paper's four strategies, then Table 1 (study reproduce --preset demo)")
+    reproduce(config, data_dir)
+    name = f"{config.name}-sweep-finetune"
+    print(f"demo 3/4: a {args.trials}-trial fine-tune sweep from the shared baseline (study sweep --preset demo "
+          f"--space search_spaces/finetune.yaml --trials {args.trials})")
+    folder = sweep_folder(config, name)
+    if folder.exists():
+        result = resume(folder)
+    else:
+        result = sweep(config, SPACES_DIR / "finetune.yaml", args.trials, data_dir, name)
+    uri = Tracker.for_uri(config).uri
+    print("demo 4/4: where to look")
+    print(f"  Table 1 and plots:   reports/{config.name}/ (table1.md, per_landmark_rmse.png, error_cdf.png, examples.png)")
+    print(f"  the sweep:           {result.folder}/report/ (trials.csv, optimization_history.png, best_config.yaml)")
+    print(f"  registered model:    {result.registered}")
+    print(f"  MLflow:              mlflow ui --backend-store-uri {uri} --port 5000   (then http://127.0.0.1:5000,")
+    print(f"                       experiment '{config.tracking.experiment or config.name}': '{config.name}-reproduce' and '{name}' are parent runs)")
 
 
 def add_config_arguments(command: argparse.ArgumentParser, required: bool = True) -> None:
@@ -115,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", help="report folder (default: reports/<config name>)")
     reproduce.set_defaults(handler=cmd_reproduce)
 
+    sweep = commands.add_parser("sweep", help="a Ray Tune + Optuna sweep over a search space, every trial an MLflow child run")
+    add_config_arguments(sweep, required=False)
+    sweep.add_argument("--space", help="a search space YAML (search_spaces/finetune.yaml, composite.yaml, strategy.yaml)")
+    sweep.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
+    sweep.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
+    sweep.add_argument("--name", help="sweep name (default: <config name>-sweep-<space>); its folder is <sweep.storage>/<name>")
+    sweep.add_argument("--init", help="the checkpoint or MLflow run every trial starts from (default: the strategy's init, trained once)")
+    sweep.add_argument("--resume", metavar="FOLDER", help="continue an interrupted sweep from its folder")
+    sweep.set_defaults(handler=cmd_sweep)
+
     predict = commands.add_parser("predict", help="landmarks (JSON + overlay PNG) of X-ray images, and the C-arm pose given 3D landmarks")
     predict.add_argument("--model", required=True, help="an MLflow run id, or a checkpoint folder")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, TIFF, DICOM or NIfTI X-ray images")
@@ -124,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
     predict.set_defaults(handler=cmd_predict)
 
-    demo = commands.add_parser("demo", help="the whole demo on the embedded phantom")
+    demo = commands.add_parser("demo", help="the whole demo study: data, the four strategies, Table 1, a fine-tune sweep")
     demo.add_argument("--out", help="data set folder (default: data/demo)")
+    demo.add_argument("--trials", type=int, default=8, help="trials of the fine-tune sweep (default 8)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     demo.set_defaults(handler=cmd_demo)
     return parser

@@ -1,7 +1,8 @@
 """The schema of a study config: YAML presets plus command-line overrides, validated by pydantic.
 
-A study config has three parts: ``data`` (the DRR data set), ``train`` (model, losses and the
-training strategies, each a list of phases) and ``tracking`` (MLflow).
+A study config has these parts: ``data`` (the DRR data set), ``train`` (model, losses and the
+training strategies, each a list of phases), ``tracking`` (MLflow), ``report`` (evaluation and
+Table 1) and ``sweep`` (how ``study sweep`` runs trials).
 
 A config is named by a preset (``demo``, ``paper``: ``study/presets/<name>.yaml``) or by a path to
 a YAML file. Overrides are ``dotted.path=value`` strings whose value is parsed as YAML, e.g.
@@ -237,6 +238,24 @@ class ReportConfig(Strict):
     examples: int = Field(4, ge=0, description="images per strategy drawn with their predictions")
 
 
+class SweepConfig(Strict):
+    """How ``study sweep`` runs its trials (what it samples is a search space file, ``search_spaces/``).
+
+    A trial with one worker trains in its own Tune process (no Ray Train start-up: small CPU
+    trials); with more it runs a ``TorchTrainer`` of that many DDP workers (multi-GPU trials).
+    """
+
+    workers_per_trial: int = Field(1, ge=1, description="1: train in the trial's process; more: DDP workers of a TorchTrainer")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float | None = Field(None, ge=0, description="default: 1 when Ray has GPUs, else 0")
+    max_concurrent: int | None = Field(None, ge=1, description="default: as many trials as the resources allow")
+    seed: int | None = Field(None, description="the TPE sampler's seed (default: the study's seed)")
+    grace_epochs: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it may be stopped")
+    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor of the trials at each rung")
+    storage: str = Field("sweeps", description="Ray Tune's experiment folder (or URI on a cluster)")
+    register_model: str | None = Field(None, description="registered model name (default: '<study name>-landmarks')")
+
+
 class StudyConfig(Strict):
     name: str
     seed: int = 0
@@ -244,6 +263,7 @@ class StudyConfig(Strict):
     train: TrainConfig | None = None
     tracking: TrackingConfig = TrackingConfig()
     report: ReportConfig = ReportConfig()
+    sweep: SweepConfig = SweepConfig()
 
     def training_seed(self) -> int:
         return self.seed if self.train is None or self.train.seed is None else self.train.seed

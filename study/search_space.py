@@ -1,0 +1,215 @@
+"""Search spaces of ``study sweep``: YAML files that map study-config paths to distributions.
+
+A search space (``search_spaces/*.yaml``)::
+
+    strategy: finetune                  # the strategy every trial trains (default: finetune)
+    metric: val_rmse_soft_px            # what the sweep minimises on val (default: train.selection_metric)
+    fixed:                              # optional: set in every trial's config before sampling
+      train.strategies.finetune.phases.0.losses: {bce: 1.0, pose: 0.01}
+    parameters:                         # a config path -> a distribution
+      train.strategies.finetune.phases.0.losses.pose: {distribution: loguniform, low: 0.001, high: 1.0}
+      train.loss.temperature: {distribution: uniform, low: 0.2, high: 2.0}
+      train.strategies.finetune.phases.0.epochs: {distribution: int, low: 1, high: 4}
+      strategy: {distribution: categorical, choices: [baseline, finetune]}
+
+A path is dotted, with list positions as numbers (``phases.0``); it must exist in the config, and
+its current value fixes the type a distribution must produce. The parameter ``strategy`` picks the
+trained strategy itself. Everything is checked up front, against the config the sweep will run,
+with errors that name the file and the parameter.
+"""
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from study.config import ConfigError, StudyConfig
+
+STRATEGY = "strategy"
+SELECTION_METRICS = ("val_rmse_px", "val_rmse_soft_px", "val_mtre_mm")
+
+
+class Distribution(BaseModel):
+    """One parameter's distribution: ``loguniform``/``uniform`` (float in [low, high]), ``int``
+    (integer in [low, high], with ``step``) or ``categorical`` (one of ``choices``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    distribution: Literal["loguniform", "uniform", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: int = Field(1, ge=1)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def bounds_fit_the_kind(self):
+        if self.distribution == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical distribution needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None:
+                raise ValueError("a categorical distribution takes 'choices', not low/high")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"a {self.distribution} distribution takes low/high, not 'choices'")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.distribution} distribution needs 'low' and 'high'")
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low {self.low} is not below high {self.high}")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError(f"a loguniform distribution needs low > 0, got {self.low}")
+        if self.distribution == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError(f"an int distribution needs whole-number bounds, got [{self.low}, {self.high}]")
+        return self
+
+    def optuna(self):
+        """The equivalent Optuna distribution."""
+        import optuna.distributions as d
+
+        if self.distribution == "categorical":
+            return d.CategoricalDistribution(self.choices)
+        if self.distribution == "int":
+            return d.IntDistribution(int(self.low), int(self.high), step=self.step)
+        return d.FloatDistribution(self.low, self.high, log=self.distribution == "loguniform")
+
+    def examples(self) -> list:
+        """Values at the edges of the distribution, used to validate it against the config."""
+        if self.distribution == "categorical":
+            return list(self.choices)
+        if self.distribution == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+
+class SearchSpace(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: str = "finetune"
+    metric: Literal[SELECTION_METRICS] | None = None
+    fixed: dict[str, Any] = {}
+    parameters: dict[str, Distribution] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def strategy_is_categorical(self):
+        chosen = self.parameters.get(STRATEGY)
+        if chosen is not None and chosen.distribution != "categorical":
+            raise ValueError("parameter 'strategy' must be categorical (a list of strategy names)")
+        return self
+
+    def distributions(self) -> dict:
+        """``{path: optuna distribution}`` for Ray Tune's ``OptunaSearch``."""
+        return {path: distribution.optuna() for path, distribution in self.parameters.items()}
+
+    def strategies(self, config: StudyConfig) -> list[str]:
+        """Every strategy a trial may train."""
+        chosen = self.parameters.get(STRATEGY)
+        return list(chosen.choices) if chosen is not None else [self.strategy]
+
+    def trial_config(self, config: StudyConfig, values: dict[str, Any]) -> tuple[StudyConfig, str]:
+        """The config and strategy of a trial with the sampled ``values`` (``{path: value}``)."""
+        raw = config.model_dump(mode="json")
+        for path, value in self.fixed.items():
+            set_path(raw, path, value)
+        strategy = values.get(STRATEGY, self.strategy)
+        for path, value in values.items():
+            if path != STRATEGY:
+                set_path(raw, path, value)
+        if self.metric:
+            raw["train"]["selection_metric"] = self.metric
+        return StudyConfig.model_validate(raw), strategy
+
+    def objective(self, config: StudyConfig) -> str:
+        """The metric a trial reports as its result: the running best of the selection metric."""
+        return f"best_{self.metric or config.train.selection_metric}"
+
+
+def get_path(raw: dict, path: str) -> Any:
+    node = raw
+    for key in path.split("."):
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            raise KeyError(key)
+    return node
+
+
+def set_path(raw: dict, path: str, value: Any) -> None:
+    """Set an existing ``a.b.0.c`` in nested dicts and lists (a new key only in a dict that exists)."""
+    *parents, last = path.split(".")
+    node = get_path(raw, ".".join(parents)) if parents else raw
+    if isinstance(node, list):
+        if not (last.isdigit() and int(last) < len(node)):
+            raise KeyError(last)
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise KeyError(last)
+
+
+def check_types(current: Any, distribution: Distribution) -> None:
+    if distribution.distribution == "categorical":
+        return
+    if isinstance(current, bool) or not isinstance(current, (int, float)):
+        raise ValueError(f"is {current!r} in the config, not a number; use a categorical distribution")
+    if distribution.distribution == "int" and not isinstance(current, int):
+        raise ValueError(f"is the float {current} in the config; use uniform or loguniform, not int")
+    if distribution.distribution != "int" and isinstance(current, int) and not isinstance(current, bool):
+        raise ValueError(f"is the integer {current} in the config; use an int distribution")
+
+
+def validate(space: SearchSpace, config: StudyConfig, source: str) -> None:
+    """Check every path, type and value of ``space`` against ``config``; errors name ``source`` and the parameter."""
+    if config.train is None:
+        raise ConfigError(f"{source}: config '{config.name}' has no 'train' section to sweep")
+    raw = config.model_dump(mode="json")
+    for path, value in space.fixed.items():
+        try:
+            set_path(raw, path, copy.deepcopy(value))
+        except KeyError as error:
+            raise ConfigError(f"{source}: fixed '{path}': unknown config path (no '{error.args[0]}')") from None
+    base = StudyConfig.model_validate(raw) if space.fixed else config
+    strategies = base.train.strategies
+    for name in space.strategies(base):
+        if name not in strategies:
+            raise ConfigError(f"{source}: strategy '{name}' is not in the config (strategies: {', '.join(strategies)})")
+    for path, distribution in space.parameters.items():
+        if path == STRATEGY:
+            continue
+        try:
+            current = get_path(raw, path)
+        except KeyError as error:
+            raise ConfigError(f"{source}: parameter '{path}': unknown config path (no '{error.args[0]}')") from None
+        try:
+            check_types(current, distribution)
+        except ValueError as error:
+            raise ConfigError(f"{source}: parameter '{path}' {error}") from None
+        for example in distribution.examples():
+            try:
+                space.trial_config(config, {path: example})
+            except ValidationError as error:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+                raise ConfigError(f"{source}: parameter '{path}' = {example!r} gives an invalid config ({problems})") from None
+
+
+def load_search_space(path: str | Path, config: StudyConfig) -> SearchSpace:
+    """The validated search space in ``path``, checked against ``config``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: search space file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'parameters'")
+    try:
+        space = SearchSpace.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"{path}: {problems}") from error
+    validate(space, config, str(path))
+    return space

@@ -1,0 +1,135 @@
+"""A sweep submitted with ``ray job submit`` to a real local head, and a sweep logging to a real ``mlflow server``.
+
+Both start their service as a child process in its own process group and end that group, never
+anything else (no ``ray stop``).
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.sweep import sweep
+from tests.study.test_sweep import children, sweep_config, write
+
+TINY_SPACE = """
+strategy: finetune
+fixed: {train.strategies.finetune.phases.0.epochs: 1}
+parameters:
+  train.strategies.finetune.phases.0.learning_rate: {distribution: loguniform, low: 1.0e-5, high: 1.0e-3}
+"""
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:  # it answers (e.g. 401 without the Ray token): it is up
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer in {seconds} s")
+
+
+@contextmanager
+def child_process_group(command: list[str], environment: dict, log: Path):
+    """Run ``command`` in its own process group; on exit end that group (SIGTERM, then SIGKILL)."""
+    with open(log, "w") as stream:
+        process = subprocess.Popen(command, env=environment, start_new_session=True, stdout=stream, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+def test_a_sweep_submitted_as_a_ray_job_succeeds_and_is_in_mlflow(train_study, tmp_path):
+    config = sweep_config(train_study, tmp_path)
+    config_path = write(tmp_path, "config.yaml", yaml.safe_dump(config.model_dump(mode="json")))
+    space = write(tmp_path, "finetune.yaml", TINY_SPACE)
+    dashboard = free_port()
+    environment = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    environment.pop("RAY_ADDRESS", None)
+    ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    head = [str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=2",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={ray_temp}",
+            # free ports, away from the test session's own Ray instance
+            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+    with child_process_group(head, environment, tmp_path / "head.log") as process:
+        wait_for(f"http://127.0.0.1:{dashboard}/api/version", process)
+        address = f"http://127.0.0.1:{dashboard}"
+        submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--submission-id", "tiny-sweep",
+                  "--", "python", "-m", "study", "sweep", "--config", str(config_path), "--space", str(space),
+                  "--trials", "2", "--data", str(train_study[1]), "--name", "job-sweep"]
+        for _ in range(30):  # the dashboard answers a few seconds before its job agent does
+            submitted = subprocess.run(submit, env=environment, capture_output=True, text=True, timeout=400)
+            if "No available agent to submit job" not in submitted.stderr:
+                break
+            time.sleep(2)
+        status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "tiny-sweep"],
+                                env=environment, capture_output=True, text=True, timeout=60)
+    shutil.rmtree(ray_temp, ignore_errors=True)
+    assert "tiny-sweep' succeeded" in status.stdout, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "sweep job-sweep" in submitted.stdout  # the job's own output, streamed back by the CLI
+    client = MlflowClient(config.tracking.uri)
+    experiment = client.get_experiment_by_name(config.name)
+    parent = client.search_runs([experiment.experiment_id], "tags.`study.run_name` = 'job-sweep'")[0]
+    assert parent.info.status == "FINISHED"
+    assert len(children(client, parent.info.run_id)) == 2
+
+
+def test_a_sweep_logs_to_an_mlflow_server_over_http(train_study, tmp_path):
+    port = free_port()
+    server = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")]
+    with child_process_group(server, os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}"}, tmp_path / "mlflow.log") as process:
+        wait_for(f"http://127.0.0.1:{port}/health", process)
+        uri = f"http://127.0.0.1:{port}"
+        config = sweep_config(train_study, tmp_path, tracking=uri)
+        space = write(tmp_path, "finetune.yaml", TINY_SPACE)
+        result = sweep(config, space, trials=2, data_dir=train_study[1], name="server-sweep")
+        client = MlflowClient(uri)
+        parent = client.get_run(result.parent_run_id)
+        trial_runs = children(client, result.parent_run_id)
+        model_name, version = result.registered.split("/")
+        registered = client.get_model_version(model_name, version)
+        artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "sweep")}
+        checkpoint = [a.path for a in client.list_artifacts(result.best.run_id, "best_checkpoint")]
+    assert parent.info.status == "FINISHED" and parent.data.tags["study.kind"] == "sweep"
+    assert sorted(run.info.run_id for run in trial_runs) == sorted(r.run_id for r in result.trials)
+    assert all(run.data.metrics["val_rmse_px"] > 0 for run in trial_runs)
+    assert registered.run_id == result.best.run_id
+    assert "sweep/optimization_history.png" in artifacts
+    assert checkpoint == ["best_checkpoint/checkpoint.pt"]  # artifacts went through the server's proxy
+    assert list((tmp_path / "artifacts").rglob("checkpoint.pt"))
