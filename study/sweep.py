@@ -23,6 +23,7 @@ and ``study_sweep.json`` (config, space, data set, parent run, shared starts), s
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -268,8 +269,11 @@ def sweep(config: StudyConfig, space_path: str | Path, trials: int, data_dir: st
     tracker.log_file(parent, space_path, "sweep")
     starts = shared_starts(config, space, data_dir, init, tracker)
     tracker.set_tags(parent, {f"study.start.{s}": start["run_id"] or start["checkpoint"] for s, start in starts.items()})
-    # trials run in other processes (and on other nodes, in other folders): give them the driver's MLflow URI
-    resolved = StudyConfig.model_validate(config.model_dump(mode="json") | {"tracking": config.tracking.model_dump() | {"uri": tracker.uri}})
+    # trials run in other processes (on other nodes, in other folders): settle here what the driver sees
+    raw = config.model_dump(mode="json")
+    raw["tracking"]["uri"] = tracker.uri
+    raw["sweep"] |= {"storage": str(folder.parent), "gpus_per_worker": gpus_per_worker(config)}
+    resolved = StudyConfig.model_validate(raw)
     plan = SweepPlan(name, resolved.model_dump_json(), space.model_dump_json(), str(space_path), str(data_dir), trials, parent, starts)
     write_plan(plan, folder)
     print(f"sweep {name}: {trials} trial(s) of '{', '.join(space.strategies(config))}' over {', '.join(space.parameters)}; "
@@ -298,12 +302,13 @@ def trial_records(plan: SweepPlan, results, tracker) -> list[TrialRecord]:
     """One record per trial, with its MLflow run closed with the right status."""
     from study.tracking import RUN_NAME_TAG
 
-    space, objective = plan.search_space(), plan.search_space().objective(plan.study_config())
+    space = plan.search_space()
+    objective_name = space.objective(plan.study_config())
     records = []
     for result in results:
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name
-        value = metrics.get(objective, math.nan)
+        value = metrics.get(objective_name)
         if result.error is not None:
             status = "diverged" if "TrialDiverged" in repr(result.error) else "failed"
         elif metrics.get("epoch", -1) + 1 < metrics.get("epochs", 0):
@@ -380,9 +385,14 @@ def register_model(plan: SweepPlan, best: TrialRecord, checkpoint: Path, tracker
     model = model_from_checkpoint(checkpoint).eval()
     size = config.data.image_size
     example = np.zeros((1, 1, size, size), dtype=np.float32)
+    # log_model needs mlflow's global tracking URI, which it also exports as MLFLOW_TRACKING_URI: restore both after
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracker.uri)
-    with mlflow.start_run(run_id=best.run_id):
-        info = mlflow.pytorch.log_model(model, name="model", input_example=example, registered_model_name=model_name)
+    try:
+        with mlflow.start_run(run_id=best.run_id):
+            info = mlflow.pytorch.log_model(model, name="model", input_example=example, registered_model_name=model_name)
+    finally:
+        mlflow.set_tracking_uri(previous)  # None unsets the environment variable again
     version = info.registered_model_version
     tracker.client.set_model_version_tag(model_name, str(version), "study.sweep", plan.name)
     tracker.client.set_model_version_tag(model_name, str(version), "study.objective", f"{best.objective:.6g}")

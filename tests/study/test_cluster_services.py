@@ -73,7 +73,7 @@ def child_process_group(command: list[str], environment: dict, log: Path):
                     process.wait()
 
 
-def test_a_sweep_submitted_as_a_ray_job_succeeds_and_is_in_mlflow(train_study, tmp_path):
+def test_a_sweep_submitted_as_a_ray_job_succeeds_and_is_in_mlflow(train_study, tmp_path, request):
     config = sweep_config(train_study, tmp_path)
     config_path = write(tmp_path, "config.yaml", yaml.safe_dump(config.model_dump(mode="json")))
     space = write(tmp_path, "finetune.yaml", TINY_SPACE)
@@ -81,6 +81,7 @@ def test_a_sweep_submitted_as_a_ray_job_succeeds_and_is_in_mlflow(train_study, t
     environment = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "PATH": f"{BIN}:{os.environ['PATH']}"}
     environment.pop("RAY_ADDRESS", None)
     ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    request.addfinalizer(lambda: shutil.rmtree(ray_temp, ignore_errors=True))
     head = [str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=2",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={ray_temp}",
             # free ports, away from the test session's own Ray instance
@@ -99,7 +100,6 @@ def test_a_sweep_submitted_as_a_ray_job_succeeds_and_is_in_mlflow(train_study, t
             time.sleep(2)
         status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "tiny-sweep"],
                                 env=environment, capture_output=True, text=True, timeout=60)
-    shutil.rmtree(ray_temp, ignore_errors=True)
     assert "tiny-sweep' succeeded" in status.stdout, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "sweep job-sweep" in submitted.stdout  # the job's own output, streamed back by the CLI
     client = MlflowClient(config.tracking.uri)

@@ -1,6 +1,7 @@
 """``study sweep`` end to end on real Ray Tune, Optuna, Parquet and MLflow (tiny data, in-process trials)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from study.sweep import PLAN_FILE, read_plan, resume, sweep
 from study.tracking import RUN_NAME_TAG, tracking_uri
 
 REPO = Path(__file__).resolve().parents[2]
+TRACKING_ENVIRONMENT = os.environ.get("MLFLOW_TRACKING_URI")
 
 FINETUNE_SPACE = """
 strategy: finetune
@@ -74,6 +76,7 @@ def test_every_trial_is_a_child_run_with_its_sampled_values(finetune_sweep):
     assert len(result.trials) == 3
     trial_runs = {run.info.run_id: run for run in children(client, result.parent_run_id)}
     assert sorted(trial_runs) == sorted(record.run_id for record in result.trials)
+    assert all(math.isfinite(record.objective) for record in result.trials if record.status == "finished")
     for record in result.trials:
         run = trial_runs[record.run_id]
         assert run.data.tags["study.trial_status"] == record.status in ("finished", "stopped")
@@ -124,6 +127,7 @@ def test_the_best_model_is_registered(finetune_sweep):
     registered = client.get_model_version(name, version)
     assert name == f"{config.name}-landmarks" and registered.run_id == result.best.run_id
     assert registered.tags["study.sweep"] == result.name
+    assert os.environ.get("MLFLOW_TRACKING_URI") == TRACKING_ENVIRONMENT  # registering leaves no global URI behind
 
 
 def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(train_study, tmp_path):
