@@ -199,9 +199,10 @@ def make_tuner(plan: SweepPlan):
     objective = space.objective(config)
     seed = config.sweep.seed if config.sweep.seed is not None else config.seed
     searcher = OptunaSearch(space=space.distributions(), metric=objective, mode="min", sampler=optuna.samplers.TPESampler(seed=seed))
-    scheduler = ASHAScheduler(
-        metric=objective, mode="min", time_attr="training_iteration", max_t=longest_trial(plan),
-        grace_period=config.sweep.grace_epochs, reduction_factor=config.sweep.reduction_factor,
+    longest = longest_trial(plan)
+    scheduler = ASHAScheduler(  # a grace period of the longest trial or more switches early stopping off
+        metric=objective, mode="min", time_attr="training_iteration", max_t=longest,
+        grace_period=min(config.sweep.grace_epochs, longest), reduction_factor=config.sweep.reduction_factor,
     )
     folder = plan_folder(plan)
     return tune.Tuner(
@@ -369,6 +370,7 @@ def optuna_plots(study, folder: Path) -> list[Path]:
                 print(f"sweep: no {kind} plot ({error})")
                 continue
         figure = np.ravel(axes)[0].figure
+        figure.set_size_inches(11, 5)  # room for the long config paths
         written.append(save_figure(figure, folder / f"{kind}.png"))
     return written
 
