@@ -306,19 +306,29 @@ def apply_override(raw: dict, override: str) -> None:
     node[keys[-1]] = yaml.safe_load(value)
 
 
-def load_config(name_or_path: str, overrides: list[str] = ()) -> StudyConfig:
-    """The validated study config of a preset or YAML file, with overrides applied."""
-    path = resolve_path(name_or_path)
+def read_yaml_mapping(path: Path) -> dict:
+    """The mapping at the top of a YAML file (empty for an empty file)."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from error
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def problems(error: ValidationError) -> str:
+    """A pydantic error as one line: ``field.path: message; ...``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+
+
+def load_config(name_or_path: str, overrides: list[str] = ()) -> StudyConfig:
+    """The validated study config of a preset or YAML file, with overrides applied."""
+    path = resolve_path(name_or_path)
+    raw = read_yaml_mapping(path)
     for override in overrides:
         apply_override(raw, override)
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise ConfigError(f"{path}: {problems}") from error
+        raise ConfigError(f"{path}: {problems(error)}") from error

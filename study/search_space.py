@@ -22,10 +22,9 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from study.config import ConfigError, StudyConfig
+from study.config import ConfigError, StudyConfig, problems, read_yaml_mapping
 
 STRATEGY = "strategy"
 SELECTION_METRICS = ("val_rmse_px", "val_rmse_soft_px", "val_mtre_mm")
@@ -191,8 +190,7 @@ def validate(space: SearchSpace, config: StudyConfig, source: str) -> None:
             try:
                 space.trial_config(config, {path: example})
             except ValidationError as error:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-                raise ConfigError(f"{source}: parameter '{path}' = {example!r} gives an invalid config ({problems})") from None
+                raise ConfigError(f"{source}: parameter '{path}' = {example!r} gives an invalid config ({problems(error)})") from None
 
 
 def load_search_space(path: str | Path, config: StudyConfig) -> SearchSpace:
@@ -201,15 +199,8 @@ def load_search_space(path: str | Path, config: StudyConfig) -> SearchSpace:
     if not path.is_file():
         raise ConfigError(f"{path}: search space file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from error
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'parameters'")
-    try:
-        space = SearchSpace.model_validate(raw)
+        space = SearchSpace.model_validate(read_yaml_mapping(path))
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise ConfigError(f"{path}: {problems}") from error
+        raise ConfigError(f"{path}: {problems(error)}") from error
     validate(space, config, str(path))
     return space

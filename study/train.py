@@ -158,6 +158,8 @@ class LocalWorker:
         self.rank, self.world_size = 0, 1
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.run_folder, self.data_dir, self.metric, self.on_report = run_folder, data_dir, metric, on_report
+        best = run_folder / BEST_CHECKPOINT / CHECKPOINT_FILE
+        self.best_value = load_checkpoint(best.parent)["metrics"][metric] if best.is_file() else math.inf  # of a resumed run
         torch.set_num_threads(max(1, int(cpus)))
 
     def rows(self, split: str) -> dict[str, np.ndarray]:
@@ -175,9 +177,9 @@ class LocalWorker:
 
     def report(self, metrics: dict, folder: str | None) -> None:
         if folder is not None:
-            best = self.run_folder / BEST_CHECKPOINT
-            if not (best / CHECKPOINT_FILE).is_file() or metrics[self.metric] < load_checkpoint(best)["metrics"][self.metric]:
-                replace_folder(folder, best)
+            if metrics[self.metric] < self.best_value:
+                self.best_value = metrics[self.metric]
+                replace_folder(folder, self.run_folder / BEST_CHECKPOINT)
             replace_folder(folder, self.run_folder / LATEST_CHECKPOINT)
         self.on_report(metrics)
 
