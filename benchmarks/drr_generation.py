@@ -8,7 +8,6 @@ Run: ``python benchmarks/drr_generation.py [--quick]``; writes ``benchmarks/resu
 """
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -24,13 +23,13 @@ from torchio import ScalarImage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import commit, machine  # noqa: E402
+from benchmarks.common import goal, write_result  # noqa: E402
 from components.cohort import phantom_cohort  # noqa: E402
 from components.drr import HU_RANGE, SubjectRenderer  # noqa: E402
 from components.poses import sample_poses  # noqa: E402
 from components.subject import world_to_voxel  # noqa: E402
 from study.config import load_config  # noqa: E402
-from study.generate import ShardPlan, generate, render_shard  # noqa: E402
+from study.data.generate import ShardPlan, generate, render_shard  # noqa: E402
 
 
 def per_core_rate(config, size: int, views: int) -> float:
@@ -38,8 +37,13 @@ def per_core_rate(config, size: int, views: int) -> float:
     config = load_config("demo", [f"data.image_size={size}"]) if config is None else config
     source = phantom_cohort(1, config.seed, config.data.cohort.voxel_size_mm)[0]
     render = config.data.renderer
-    renderer = SubjectRenderer(source.load(), config.data.render_camera(), renderer=render.name,
-                               patch_size=render.patch_size, n_points=render.n_points)
+    renderer = SubjectRenderer(
+        source.load(),
+        config.data.render_camera(),
+        renderer=render.name,
+        patch_size=render.patch_size,
+        n_points=render.n_points,
+    )
     render_shard(ShardPlan("train", source, 0, 1), renderer, config)  # warm-up
     start = time.perf_counter()
     render_shard(ShardPlan("train", source, 1, 1 + views), renderer, config)
@@ -55,8 +59,16 @@ def naive_seconds_per_drr(config, views: int) -> float:
 
     def module(volume: np.ndarray) -> DRR:
         image = ScalarImage(tensor=torch.from_numpy(volume)[None], affine=subject.affine.copy())
-        return DRR(read(image), sdd=camera.sdd, height=camera.height, width=camera.width, delx=camera.delx,
-                   dely=camera.dely, renderer=config.data.renderer.name, patch_size=config.data.renderer.patch_size)
+        return DRR(
+            read(image),
+            sdd=camera.sdd,
+            height=camera.height,
+            width=camera.width,
+            delx=camera.delx,
+            dely=camera.dely,
+            renderer=config.data.renderer.name,
+            patch_size=config.data.renderer.patch_size,
+        )
 
     def render(drr: DRR, pose: torch.Tensor) -> torch.Tensor:
         from components.geometry import pose_to_euler_zxy
@@ -82,7 +94,10 @@ def workers_seconds(workers: int, out: Path, quick: bool) -> tuple[float, int]:
     """Wall seconds and DRR count of ``generate`` for the demo data set with ``workers`` Ray Data actors."""
     overrides = [f"data.workers={workers}"]
     if quick:
-        overrides += ["data.cohort.subjects={train: 2, val: 1, novel_subject: 1}", "data.views={train: 8, novel_view: 2, val: 6, novel_subject: 6}"]
+        overrides += [
+            "data.cohort.subjects={train: 2, val: 1, novel_subject: 1}",
+            "data.views={train: 8, novel_view: 2, val: 6, novel_subject: 6}",
+        ]
     config = load_config("demo", overrides)
     start = time.perf_counter()
     manifest = generate(config, out)
@@ -99,7 +114,9 @@ def main() -> None:
 
     results = {
         "drr_per_s_per_core_128px": per_core_rate(load_config("demo", ["data.image_size=128"]), 128, views),
-        "drr_per_s_per_core_256px": per_core_rate(load_config("demo", ["data.image_size=256"]), 256, max(3, views // 3)),
+        "drr_per_s_per_core_256px": per_core_rate(
+            load_config("demo", ["data.image_size=256"]), 256, max(3, views // 3)
+        ),
     }
     naive = naive_seconds_per_drr(demo, 2 if args.quick else 4)
     results["naive_reference_drr_per_s_128px"] = 1 / naive
@@ -112,25 +129,23 @@ def main() -> None:
         one, drrs = workers_seconds(1, Path(scratch) / "one", args.quick)
         two, _ = workers_seconds(2, Path(scratch) / "two", args.quick)
     ray.shutdown()
-    results.update({
-        "generate_1_worker_s": one, "generate_2_workers_s": two, "speedup_2_vs_1_workers": one / two,
-        "generate_drrs": drrs, "generate_workload": "demo preset data set (quick: a 4-subject cut of it)",
-        "quick": args.quick,
-    })
+    results.update(
+        {
+            "generate_1_worker_s": one,
+            "generate_2_workers_s": two,
+            "speedup_2_vs_1_workers": one / two,
+            "generate_drrs": drrs,
+            "generate_workload": "demo preset data set (quick: a 4-subject cut of it)",
+            "quick": args.quick,
+        }
+    )
 
     goals = [
-        {"name": "DRRs per second per core at 128 px", "value": results["drr_per_s_per_core_128px"], "op": ">=", "target": 4, "unit": "DRR/s"},
-        {"name": "2 Ray Data workers over 1", "value": results["speedup_2_vs_1_workers"], "op": ">=", "target": 1.6, "unit": "x"},
-        {"name": "speed-up over the naive reference", "value": results["speedup_vs_naive_128px"], "op": ">=", "target": 5, "unit": "x"},
+        goal("DRRs per second per core at 128 px", results["drr_per_s_per_core_128px"], ">=", 4, "DRR/s"),
+        goal("2 Ray Data workers over 1", results["speedup_2_vs_1_workers"], ">=", 1.6, "x"),
+        goal("speed-up over the naive reference", results["speedup_vs_naive_128px"], ">=", 5, "x"),
     ]
-    for goal in goals:
-        goal["met"] = bool(goal["value"] >= goal["target"])
-    report = {"benchmark": "drr_generation", "commit": commit(), "machine": machine(), "results": results, "goals": goals}
-    name = "drr_generation.gpu.json" if torch.cuda.is_available() else "drr_generation.json"
-    out = REPO / "benchmarks" / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_result("drr_generation", results, goals)
 
 
 if __name__ == "__main__":

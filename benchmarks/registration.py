@@ -14,7 +14,6 @@ writes ``benchmarks/results/registration.json``.
 """
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -27,7 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import commit, machine, median_seconds  # noqa: E402
+from benchmarks.common import goal, median_seconds, write_result  # noqa: E402
 from components import geometry, metrics, registration  # noqa: E402
 from components.geometry import Camera  # noqa: E402
 from components.phantom import phantom_subject  # noqa: E402
@@ -43,7 +42,9 @@ def inputs(count: int, seed: int = 0):
     subjects = torch.stack([torch.from_numpy(phantom_subject(s, voxel_size=4.0).landmarks) for s in range(8)])
     points = subjects[torch.arange(count) % len(subjects)]
     angles = (torch.rand(count, 3, generator=generator, dtype=torch.float64) * 2 - 1) * math.radians(15)
-    offsets = (torch.rand(count, 3, generator=generator, dtype=torch.float64) * 2 - 1) * torch.tensor([20.0, 40.0, 20.0], dtype=torch.float64)
+    offsets = (torch.rand(count, 3, generator=generator, dtype=torch.float64) * 2 - 1) * torch.tensor(
+        [20.0, 40.0, 20.0], dtype=torch.float64
+    )
     poses = geometry.pose_from_euler_zxy(angles, offsets + torch.tensor([0.0, SID, 0.0], dtype=torch.float64))
     observed = geometry.project(points, poses, CAMERA)
     observed = observed + NOISE_PX * torch.randn(observed.shape, generator=generator, dtype=torch.float64)
@@ -73,8 +74,12 @@ def ours(points, observed, batch_size: int, repeats: int) -> dict:
         registration.solve(batch_points, landmarks, CAMERA).pose.sum().backward()
 
     forward_s, both_s = median_seconds(forward, repeats), median_seconds(forward_backward, repeats)
-    return {"forward_ms": forward_s * 1e3, "forward_backward_ms": both_s * 1e3,
-            "forward_us_per_sample": forward_s / batch_size * 1e6, "forward_backward_us_per_sample": both_s / batch_size * 1e6}
+    return {
+        "forward_ms": forward_s * 1e3,
+        "forward_backward_ms": both_s * 1e3,
+        "forward_us_per_sample": forward_s / batch_size * 1e6,
+        "forward_backward_us_per_sample": both_s / batch_size * 1e6,
+    }
 
 
 def opencv(points, observed, flag) -> tuple[float, torch.Tensor]:
@@ -86,7 +91,11 @@ def opencv(points, observed, flag) -> tuple[float, torch.Tensor]:
         ok, rvec, tvec = cv2.solvePnP(sample_points, sample_observed, k, None, flags=flag)
         seconds.append(time.perf_counter() - start)
         rotation = torch.from_numpy(cv2.Rodrigues(rvec)[0])[None]
-        pose = geometry.extrinsic_to_pose(rotation, torch.from_numpy(tvec[:, 0])[None])[0] if ok else torch.full((6,), math.nan)
+        pose = (
+            geometry.extrinsic_to_pose(rotation, torch.from_numpy(tvec[:, 0])[None])[0]
+            if ok
+            else torch.full((6,), math.nan)
+        )
         poses.append(pose.to(torch.float64))
     return statistics.median(seconds), torch.stack(poses)
 
@@ -97,7 +106,9 @@ def paper_solver(points, observed, batch_size: int, repeats: int) -> float:
 
     def forward_backward():
         landmarks = batch_observed.clone().requires_grad_()
-        registration.solve_unrolled(batch_points, landmarks, CAMERA, geometry.ap_pose(SID, batch_size)).pose.sum().backward()
+        registration.solve_unrolled(
+            batch_points, landmarks, CAMERA, geometry.ap_pose(SID, batch_size)
+        ).pose.sum().backward()
 
     return median_seconds(forward_backward, repeats) / batch_size
 
@@ -113,7 +124,9 @@ def main() -> None:
 
     results = {"threads": 1, "noise_px": NOISE_PX, "image_px": CAMERA.height, "landmarks": 8}
     for batch_size in (1, 16, 256, 4096):
-        for name, value in ours(points, observed, batch_size, repeats if batch_size < 4096 else max(3, repeats // 2)).items():
+        for name, value in ours(
+            points, observed, batch_size, repeats if batch_size < 4096 else max(3, repeats // 2)
+        ).items():
             results[f"ours_batch{batch_size}_{name}"] = value
     evaluated = 512 if args.quick else 4096  # the same samples for every method's accuracy
     with torch.no_grad():
@@ -123,33 +136,69 @@ def main() -> None:
     for name, flag in (("iterative", cv2.SOLVEPNP_ITERATIVE), ("sqpnp", cv2.SOLVEPNP_SQPNP)):
         seconds, poses = opencv(points[:evaluated], observed[:evaluated], flag)
         results[f"opencv_{name}_us_per_call"] = seconds * 1e6
-        results[f"opencv_{name}_accuracy"] = accuracy(poses, points[:evaluated], observed[:evaluated], truth[:evaluated])
+        results[f"opencv_{name}_accuracy"] = accuracy(
+            poses, points[:evaluated], observed[:evaluated], truth[:evaluated]
+        )
 
     results["paper_adam100_per_image_forward_backward_us_per_sample"] = paper_solver(points, observed, 1, repeats) * 1e6
-    results["paper_adam100_batch256_forward_backward_us_per_sample"] = paper_solver(points, observed, 256, max(3, repeats // 2)) * 1e6
+    results["paper_adam100_batch256_forward_backward_us_per_sample"] = (
+        paper_solver(points, observed, 256, max(3, repeats // 2)) * 1e6
+    )
     with torch.no_grad():
-        paper_poses = registration.solve_unrolled(points[:evaluated], observed[:evaluated], CAMERA, geometry.ap_pose(SID, evaluated)).pose
-    results["paper_adam100_accuracy"] = accuracy(paper_poses, points[:evaluated], observed[:evaluated], truth[:evaluated])
+        paper_poses = registration.solve_unrolled(
+            points[:evaluated], observed[:evaluated], CAMERA, geometry.ap_pose(SID, evaluated)
+        ).pose
+    results["paper_adam100_accuracy"] = accuracy(
+        paper_poses, points[:evaluated], observed[:evaluated], truth[:evaluated]
+    )
 
     fastest_opencv = min(results["opencv_iterative_us_per_call"], results["opencv_sqpnp_us_per_call"])
-    best_opencv_rmse = min(results["opencv_iterative_accuracy"]["reprojection_rmse_px_mean"], results["opencv_sqpnp_accuracy"]["reprojection_rmse_px_mean"])
+    best_opencv_rmse = min(
+        results["opencv_iterative_accuracy"]["reprojection_rmse_px_mean"],
+        results["opencv_sqpnp_accuracy"]["reprojection_rmse_px_mean"],
+    )
+    paper_speedup = (
+        results["paper_adam100_per_image_forward_backward_us_per_sample"]
+        / results["ours_batch256_forward_backward_us_per_sample"]
+    )
     goals = [
-        {"name": "batch 256 forward plus backward, one CPU core", "value": results["ours_batch256_forward_backward_ms"], "op": "<=", "target": 50, "unit": "ms"},
-        {"name": "time per sample at batch 256 against OpenCV's fastest call", "value": results["ours_batch256_forward_us_per_sample"], "op": "<=", "target": fastest_opencv, "unit": "us"},
-        {"name": "time per sample at batch 4096 against OpenCV's fastest call", "value": results["ours_batch4096_forward_us_per_sample"], "op": "<=", "target": fastest_opencv, "unit": "us"},
-        {"name": "speed-up per sample over the paper's solver (forward plus backward, per image as in the paper)",
-         "value": results["paper_adam100_per_image_forward_backward_us_per_sample"] / results["ours_batch256_forward_backward_us_per_sample"],
-         "op": ">=", "target": 100, "unit": "x"},
-        {"name": "reprojection RMSE against OpenCV's best, same inputs", "value": results["ours_accuracy"]["reprojection_rmse_px_mean"],
-         "op": "<=", "target": best_opencv_rmse + 1e-6, "unit": "px"},
+        goal(
+            "batch 256 forward plus backward, one CPU core",
+            results["ours_batch256_forward_backward_ms"],
+            "<=",
+            50,
+            "ms",
+        ),
+        goal(
+            "time per sample at batch 256 against OpenCV's fastest call",
+            results["ours_batch256_forward_us_per_sample"],
+            "<=",
+            fastest_opencv,
+            "us",
+        ),
+        goal(
+            "time per sample at batch 4096 against OpenCV's fastest call",
+            results["ours_batch4096_forward_us_per_sample"],
+            "<=",
+            fastest_opencv,
+            "us",
+        ),
+        goal(
+            "speed-up per sample over the paper's solver (forward plus backward, per image as in the paper)",
+            paper_speedup,
+            ">=",
+            100,
+            "x",
+        ),
+        goal(
+            "reprojection RMSE against OpenCV's best, same inputs",
+            results["ours_accuracy"]["reprojection_rmse_px_mean"],
+            "<=",
+            best_opencv_rmse + 1e-6,
+            "px",
+        ),
     ]
-    for goal in goals:
-        goal["met"] = bool(goal["value"] <= goal["target"] if goal["op"] == "<=" else goal["value"] >= goal["target"])
-    report = {"benchmark": "registration", "commit": commit(), "machine": machine(), "results": results, "goals": goals}
-    out = REPO / "benchmarks" / "results" / ("registration.gpu.json" if torch.cuda.is_available() else "registration.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_result("registration", results, goals)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ the fine-tune phase, so each of its trials pays for a baseline. Training time is
 training run (shared sweep only) plus the sum of the trials' wall times in Tune.
 
 A smaller version of the demo (128 px, 80 training DRRs, a 10-epoch baseline) keeps it to a few
-minutes on 2 CPU cores. Both baselines train in process, as trials do, so start-up costs match. Run: ``python benchmarks/sweep.py [--quick]``; writes ``benchmarks/results/sweep.json``.
+minutes on 2 CPU cores. Both baselines train in process, as trials do, so start-up costs match.
+
+Run: ``python benchmarks/sweep.py [--quick]``; writes ``benchmarks/results/sweep.json``.
 """
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import commit, machine  # noqa: E402
+from benchmarks.common import goal, write_result  # noqa: E402
 from study.config import StudyConfig, load_config  # noqa: E402
 
 SPACE = """
@@ -35,10 +36,16 @@ parameters:
 
 def bench_config(folder: Path, quick: bool) -> StudyConfig:
     overrides = [
-        "name=sweep-bench", "data.views={train: 20, novel_view: 2, val: 8, novel_subject: 2}",
-        "data.cohort.subjects={train: 4, val: 1, novel_subject: 1}", f"train.storage={folder / 'runs'}",
-        f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", "tracking.overlays=0", f"sweep.storage={folder / 'sweeps'}",
-        "sweep.grace_epochs=100", "report.examples=0", "report.bootstrap_resamples=10",
+        "name=sweep-bench",
+        "data.views={train: 20, novel_view: 2, val: 8, novel_subject: 2}",
+        "data.cohort.subjects={train: 4, val: 1, novel_subject: 1}",
+        f"train.storage={folder / 'runs'}",
+        f"tracking.uri=sqlite:///{folder / 'mlflow.db'}",
+        "tracking.overlays=0",
+        f"sweep.storage={folder / 'sweeps'}",
+        "sweep.grace_epochs=100",
+        "report.examples=0",
+        "report.bootstrap_resamples=10",
     ]
     config = load_config("demo", overrides)
     raw = config.model_dump(mode="json")
@@ -54,10 +61,10 @@ def main() -> None:
     args = parser.parse_args()
     trials = 2 if args.quick else 4
 
-    from study.generate import generate
+    from study.data.generate import generate
     from study.runtime import ensure_ray
-    from study.sweep import sweep
-    from study.train import train
+    from study.sweeps.driver import sweep
+    from study.training.driver import train
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
@@ -68,50 +75,43 @@ def main() -> None:
         baseline = train(config, "baseline", folder / "data", in_process=True)
         baseline_seconds = time.perf_counter() - started
 
-        results, walls = {}, {}
+        sweeps, walls = {}, {}
         for kind, strategy, phase in (("shared", "finetune", 0), ("retrain", "scratch_finetune", 1)):
             space = folder / f"{kind}.yaml"
             space.write_text(SPACE.format(strategy=strategy, phase=phase))
             started = time.perf_counter()
             init = baseline.best_checkpoint if kind == "shared" else None
-            results[kind] = sweep(config, space, trials, folder / "data", name=f"bench-{kind}", init=init)
+            sweeps[kind] = sweep(config, space, trials, folder / "data", name=f"bench-{kind}", init=init)
             walls[kind] = time.perf_counter() - started
 
     def sampled(result):
-        return sorted(tuple(round(v, 12) if isinstance(v, float) else v for v in r.params.values()) for r in result.trials)
+        return sorted(
+            tuple(round(v, 12) if isinstance(v, float) else v for v in r.params.values()) for r in result.trials
+        )
 
-    same_trials = sampled(results["shared"]) == sampled(results["retrain"])
-    shared_training = baseline_seconds + sum(r.seconds for r in results["shared"].trials)
-    retrain_training = sum(r.seconds for r in results["retrain"].trials)
+    same_trials = sampled(sweeps["shared"]) == sampled(sweeps["retrain"])
+    shared_trials = sum(r.seconds for r in sweeps["shared"].trials)
+    shared_training = baseline_seconds + shared_trials
+    retrain_training = sum(r.seconds for r in sweeps["retrain"].trials)
     speedup = retrain_training / shared_training
-    result = {
-        "benchmark": "sweep",
-        "commit": commit(),
-        "machine": machine(threads=2),
-        "results": {
-            "trials": trials,
-            "same_trials_sampled": same_trials,
-            "baseline_training_s": round(baseline_seconds, 2),
-            "shared_trials_s": round(sum(r.seconds for r in results["shared"].trials), 2),
-            "shared_training_s": round(shared_training, 2),
-            "retrain_training_s": round(retrain_training, 2),
-            "shared_sweep_wall_s": round(walls["shared"], 2),
-            "retrain_sweep_wall_s": round(walls["retrain"], 2),
-            "retrain_over_shared": round(speedup, 3),
-            "shared_best_val_rmse_px": results["shared"].best.objective if results["shared"].best else None,
-            "retrain_best_val_rmse_px": results["retrain"].best.objective if results["retrain"].best else None,
-        },
-        "goals": [
-            {"name": "retrain-every-trial training time over shared-baseline training time", "value": round(speedup, 3),
-             "op": ">=", "target": 1.5, "unit": "x", "met": bool(speedup >= 1.5)},
-            {"name": "both sweeps ran the same sampled trials", "value": same_trials, "op": "==", "target": True,
-             "unit": "", "met": same_trials},
-        ],
+    results = {
+        "trials": trials,
+        "same_trials_sampled": same_trials,
+        "baseline_training_s": round(baseline_seconds, 2),
+        "shared_trials_s": round(shared_trials, 2),
+        "shared_training_s": round(shared_training, 2),
+        "retrain_training_s": round(retrain_training, 2),
+        "shared_sweep_wall_s": round(walls["shared"], 2),
+        "retrain_sweep_wall_s": round(walls["retrain"], 2),
+        "retrain_over_shared": round(speedup, 3),
+        "shared_best_val_rmse_px": sweeps["shared"].best.objective if sweeps["shared"].best else None,
+        "retrain_best_val_rmse_px": sweeps["retrain"].best.objective if sweeps["retrain"].best else None,
     }
-    out = REPO / "benchmarks" / "results" / "sweep.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    goals = [
+        goal("retrain-every-trial training time over shared-baseline training time", round(speedup, 3), ">=", 1.5, "x"),
+        goal("both sweeps ran the same sampled trials", same_trials, "==", True, ""),
+    ]
+    write_result("sweep", results, goals, threads=2, gpu_file=False)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Run: ``python benchmarks/train_step.py [--quick]``; writes ``benchmarks/results/
 """
 
 import argparse
-import json
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import commit, machine, median_seconds  # noqa: E402
+from benchmarks.common import goal, median_seconds, write_result  # noqa: E402
 from components import geometry, losses  # noqa: E402
 from components.model import make_unet  # noqa: E402
 from components.phantom import phantom_subject  # noqa: E402
@@ -41,11 +41,13 @@ def make_batch(batch_size: int, device: torch.device) -> tuple[dict, losses.Loss
     generator = torch.Generator().manual_seed(0)
     batch = {
         "image": torch.rand(batch_size, 1, camera.height, camera.width, generator=generator),
-        "landmarks_2d": landmarks_2d, "visible": torch.ones(batch_size, 8, dtype=torch.bool),
-        "landmarks_3d": landmarks_3d, "pose": poses,
+        "landmarks_2d": landmarks_2d,
+        "visible": torch.ones(batch_size, 8, dtype=torch.bool),
+        "landmarks_3d": landmarks_3d,
+        "pose": poses,
     }
     batch = {key: value.to(device) for key, value in batch.items()}
-    return batch, losses.LossContext(camera, source_to_isocenter=config.data.poses.source_to_isocenter)
+    return batch, losses.LossContext(camera, config.data.poses.source_to_isocenter)
 
 
 def step_seconds(weights: dict, solver: str, batch: dict, context: losses.LossContext, repeats: int, device) -> float:
@@ -53,7 +55,7 @@ def step_seconds(weights: dict, solver: str, batch: dict, context: losses.LossCo
     model = make_unet().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_function = losses.WeightedLoss(weights)
-    context = losses.LossContext(**{**context.__dict__, "solver": solver})
+    context = dataclasses.replace(context, settings=dataclasses.replace(context.settings, solver=solver))
 
     def step():
         optimizer.zero_grad()
@@ -78,17 +80,9 @@ def main() -> None:
         results[f"{name}_step_ms"] = step_seconds(weights, solver, batch, context, repeats, device) * 1e3
     results["implicit_pose_overhead_pct"] = 100 * (results["bce_pose_implicit_step_ms"] / results["bce_step_ms"] - 1)
     results["unrolled_pose_overhead_pct"] = 100 * (results["bce_pose_unrolled_step_ms"] / results["bce_step_ms"] - 1)
-    goals = [{
-        "name": "implicit pose loss added to the BCE-only step, batch 16, 128 px",
-        "value": results["implicit_pose_overhead_pct"], "op": "<=", "target": 15, "unit": "%",
-    }]
-    for goal in goals:
-        goal["met"] = bool(goal["value"] <= goal["target"])
-    report = {"benchmark": "train_step", "commit": commit(), "machine": machine(threads=results["threads"]),
-              "results": results, "goals": goals}
-    out = REPO / "benchmarks" / "results" / ("train_step.gpu.json" if device.type == "cuda" else "train_step.json")
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    overhead = results["implicit_pose_overhead_pct"]
+    goals = [goal("implicit pose loss added to the BCE-only step, batch 16, 128 px", overhead, "<=", 15, "%")]
+    write_result("train_step", results, goals, threads=results["threads"], gpu_file=device.type == "cuda")
 
 
 if __name__ == "__main__":

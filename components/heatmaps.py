@@ -1,6 +1,6 @@
 """Heatmap targets from 2D landmarks, and landmarks back from heatmaps (soft-argmax, argmax).
 
-Everything uses DESIGN.md's pixel convention: ``(u, v)`` = (column, row) with the origin at the
+Everything uses the pixel convention of docs/architecture.md: ``(u, v)`` = (column, row) with the origin at the
 top-left corner of the image, so the centre of pixel ``[r, c]`` is ``(c + 0.5, r + 0.5)``.
 
 Soft-argmax and its temperature: ``softmax(logits / T)`` over the H*W pixels, then the expected
@@ -12,7 +12,21 @@ therefore has to shrink (or the logits' contrast grow) as the heatmap grows: ln(
 is what makes the estimate sub-pixel and differentiable.
 """
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How landmarks are read off a model's heatmaps: the soft-argmax temperature the model was
+    trained with (argmax needs no setting). Every checkpoint stores it (``model.save_checkpoint``)."""
+
+    temperature: float
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"the soft-argmax temperature must be > 0, got {self.temperature}")
 
 
 def pixel_centers(size: int, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -29,7 +43,9 @@ def squared_distances(landmarks_2d: torch.Tensor, height: int, width: int) -> to
     return dv[..., :, None] ** 2 + du[..., None, :] ** 2
 
 
-def disk_targets(landmarks_2d: torch.Tensor, visible: torch.Tensor, height: int, width: int, radius: float) -> torch.Tensor:
+def disk_targets(
+    landmarks_2d: torch.Tensor, visible: torch.Tensor, height: int, width: int, radius: float
+) -> torch.Tensor:
     """(B, N, H, W) binary masks: 1 on pixels whose centre lies within ``radius`` px (the paper's BCE masks).
 
     An invisible landmark gives an empty mask.
@@ -38,16 +54,20 @@ def disk_targets(landmarks_2d: torch.Tensor, visible: torch.Tensor, height: int,
     return (inside & visible[..., None, None]).to(landmarks_2d.dtype)
 
 
-def gaussian_targets(landmarks_2d: torch.Tensor, visible: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
+def gaussian_targets(
+    landmarks_2d: torch.Tensor, visible: torch.Tensor, height: int, width: int, sigma: float
+) -> torch.Tensor:
     """(B, N, H, W) Gaussians of peak 1 and standard deviation ``sigma`` px; empty when invisible."""
     blob = torch.exp(-squared_distances(landmarks_2d, height, width) / (2 * sigma**2))
     return blob * visible[..., None, None].to(blob.dtype)
 
 
-def soft_argmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_argmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B, N, 2) differentiable expected pixel centre under ``softmax(logits / temperature)``."""
     batch, count, height, width = logits.shape
-    weights = torch.softmax(logits.reshape(batch, count, -1).float() / temperature, -1).reshape(batch, count, height, width)
+    weights = torch.softmax(logits.reshape(batch, count, -1).float() / temperature, -1).reshape(
+        batch, count, height, width
+    )
     u = (weights.sum(-2) * pixel_centers(width, weights.dtype, logits.device)).sum(-1)
     v = (weights.sum(-1) * pixel_centers(height, weights.dtype, logits.device)).sum(-1)
     return torch.stack([u, v], -1)
@@ -55,6 +75,6 @@ def soft_argmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 
 def argmax(logits: torch.Tensor) -> torch.Tensor:
     """(B, N, 2) centre of the highest-scoring pixel of each heatmap (as the paper evaluates)."""
-    batch, count, height, width = logits.shape
+    batch, count, _, width = logits.shape
     index = logits.reshape(batch, count, -1).argmax(-1)
     return torch.stack([(index % width).float() + 0.5, (index // width).float() + 0.5], -1)

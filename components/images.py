@@ -40,13 +40,18 @@ def read_xray(path: str | Path) -> np.ndarray:
             from PIL import Image
 
             with Image.open(path) as image:
-                pixels = np.asarray(image.convert("I;16") if image.mode in ("I;16", "I;16B", "I") else image.convert("L"), dtype=np.float64)
+                pixels = np.asarray(
+                    image.convert("I;16") if image.mode in ("I;16", "I;16B", "I") else image.convert("L"),
+                    dtype=np.float64,
+                )
     except ImageError:
         raise
-    except Exception as error:  # noqa: BLE001 - each reader raises its own kinds for a corrupt file
+    except Exception as error:
         raise ImageError(f"{path}: cannot be read as {suffix} ({error.__class__.__name__}: {error})") from error
     if pixels.ndim != 2 or min(pixels.shape) < 8:
-        raise ImageError(f"{path}: expected a 2D grey image of at least 8x8 pixels, got an array of shape {pixels.shape}")
+        raise ImageError(
+            f"{path}: expected a 2D grey image of at least 8x8 pixels, got an array of shape {pixels.shape}"
+        )
     return scale_to_unit(pixels, path)
 
 
@@ -56,7 +61,9 @@ def read_dicom(path: Path) -> np.ndarray:
     dataset = pydicom.dcmread(path)
     if "PixelData" not in dataset:
         raise ImageError(f"{path}: a DICOM file without pixel data")
-    pixels = dataset.pixel_array.astype(np.float64) * float(getattr(dataset, "RescaleSlope", 1.0)) + float(getattr(dataset, "RescaleIntercept", 0.0))
+    pixels = dataset.pixel_array.astype(np.float64) * float(getattr(dataset, "RescaleSlope", 1.0)) + float(
+        getattr(dataset, "RescaleIntercept", 0.0)
+    )
     if getattr(dataset, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         pixels = pixels.max() - pixels
     return pixels

@@ -24,29 +24,27 @@ import torch.nn.functional as F
 
 from components import geometry, heatmaps, metrics, registration
 from components.geometry import Camera
+from components.heatmaps import Decoding
 
 LossFunction = Callable[[torch.Tensor, dict, "LossContext"], tuple[torch.Tensor, dict[str, float]]]
 LOSSES: dict[str, LossFunction] = {}
 
 
 @dataclass(frozen=True)
-class LossContext:
-    """What the losses need besides logits and batch.
+class LossSettings:
+    """The losses' settings, validated on construction (the config's ``train.loss``).
 
     Attributes:
-        camera: the detector at the heatmaps' resolution.
-        temperature: soft-argmax temperature (see ``heatmaps``).
+        temperature: soft-argmax temperature (see ``heatmaps``); checkpoints store it for decoding.
         target: "disk" (the paper's masks) or "gaussian" targets for ``bce``.
         radius, sigma: disk radius and Gaussian standard deviation, px.
-        pos_weight: BCE weight of positive pixels (None: 1).
+        pos_weight: BCE weight of the landmark pixels (None: 1).
         solver: "implicit" (``registration.solve``) or "unrolled" (the paper's Adam from the AP view).
-        rotation_weight, translation_weight: per degree and per mm in ``pose``.
+        rotation_weight, translation_weight: ``pose`` loss per degree and per mm.
         robust: robust loss of the registration (None, "huber", "cauchy").
-        source_to_isocenter: the AP view's distance, the unrolled solver's start.
         unrolled_iterations: the unrolled solver's iterations.
     """
 
-    camera: Camera
     temperature: float = 1.0
     target: Literal["disk", "gaussian"] = "disk"
     radius: float = 3.0
@@ -56,8 +54,46 @@ class LossContext:
     rotation_weight: float = 1.0
     translation_weight: float = 1.0
     robust: Literal["huber", "cauchy"] | None = None
-    source_to_isocenter: float = 800.0
     unrolled_iterations: int = 100
+
+    def __post_init__(self):
+        positive = {"temperature": self.temperature, "radius": self.radius, "sigma": self.sigma}
+        positive |= {"pos_weight": self.pos_weight} if self.pos_weight is not None else {}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"LossSettings.{name} must be > 0, got {value}")
+        for name in ("rotation_weight", "translation_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"LossSettings.{name} must be >= 0, got {getattr(self, name)}")
+        if self.unrolled_iterations < 1:
+            raise ValueError(f"LossSettings.unrolled_iterations must be >= 1, got {self.unrolled_iterations}")
+        choices = {
+            "target": ("disk", "gaussian"),
+            "solver": ("implicit", "unrolled"),
+            "robust": ("huber", "cauchy", None),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"LossSettings.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def decoding(self) -> Decoding:
+        """How a model trained with these settings reads its landmarks off its heatmaps."""
+        return Decoding(self.temperature)
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What the losses need besides logits and batch.
+
+    Attributes:
+        camera: the detector at the heatmaps' resolution.
+        source_to_isocenter: the AP view's distance, mm (the unrolled solver's start).
+        settings: the losses' settings.
+    """
+
+    camera: Camera
+    source_to_isocenter: float
+    settings: LossSettings = LossSettings()
 
 
 def register(name: str):
@@ -74,11 +110,10 @@ def register(name: str):
 
 def targets(batch: dict, context: LossContext, height: int, width: int) -> torch.Tensor:
     """(B, 8, H, W) training targets of the batch's landmarks."""
-    if context.target == "disk":
-        return heatmaps.disk_targets(batch["landmarks_2d"], batch["visible"], height, width, context.radius)
-    if context.target == "gaussian":
-        return heatmaps.gaussian_targets(batch["landmarks_2d"], batch["visible"], height, width, context.sigma)
-    raise ValueError(f"target must be 'disk' or 'gaussian', got {context.target!r}")
+    settings = context.settings
+    if settings.target == "disk":
+        return heatmaps.disk_targets(batch["landmarks_2d"], batch["visible"], height, width, settings.radius)
+    return heatmaps.gaussian_targets(batch["landmarks_2d"], batch["visible"], height, width, settings.sigma)
 
 
 @register("bce")
@@ -86,7 +121,7 @@ def bce(logits: torch.Tensor, batch: dict, context: LossContext):
     """Mean BCEWithLogits over the pixels of the visible landmarks' heatmaps."""
     height, width = logits.shape[-2:]
     target = targets(batch, context, height, width).to(logits.dtype)
-    pos_weight = None if context.pos_weight is None else logits.new_tensor(context.pos_weight)
+    pos_weight = None if context.settings.pos_weight is None else logits.new_tensor(context.settings.pos_weight)
     per_pixel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
     visible = batch["visible"].to(logits.dtype)
     loss = (per_pixel.mean((-2, -1)) * visible).sum() / visible.sum().clamp_min(1)
@@ -96,7 +131,7 @@ def bce(logits: torch.Tensor, batch: dict, context: LossContext):
 @register("landmark")
 def landmark(logits: torch.Tensor, batch: dict, context: LossContext):
     """Mean distance (px) of the soft-argmax points to the true ones, over visible landmarks."""
-    predicted = heatmaps.soft_argmax(logits, context.temperature)
+    predicted = heatmaps.soft_argmax(logits, context.settings.temperature)
     distance = (predicted - batch["landmarks_2d"].to(predicted.dtype)).norm(dim=-1)
     visible = batch["visible"].to(distance.dtype)
     loss = (distance * visible).sum() / visible.sum().clamp_min(1)
@@ -105,16 +140,22 @@ def landmark(logits: torch.Tensor, batch: dict, context: LossContext):
 
 def register_predicted(logits: torch.Tensor, batch: dict, context: LossContext) -> registration.Registration:
     """The pose of every sample from its soft-argmax landmarks (visible ones only)."""
-    predicted = heatmaps.soft_argmax(logits, context.temperature)
+    predicted = heatmaps.soft_argmax(logits, context.settings.temperature)
     weights = batch["visible"].to(torch.float64)
-    if context.solver == "implicit":
-        return registration.solve(batch["landmarks_3d"], predicted, context.camera, weights=weights, robust=context.robust)
-    if context.solver == "unrolled":
-        start = geometry.ap_pose(context.source_to_isocenter, len(predicted), device=predicted.device)
-        return registration.solve_unrolled(
-            batch["landmarks_3d"], predicted, context.camera, start, iterations=context.unrolled_iterations, weights=weights
+    settings = context.settings
+    if settings.solver == "implicit":
+        return registration.solve(
+            batch["landmarks_3d"], predicted, context.camera, weights=weights, robust=settings.robust
         )
-    raise ValueError(f"solver must be 'implicit' or 'unrolled', got {context.solver!r}")
+    start = geometry.ap_pose(context.source_to_isocenter, len(predicted), device=predicted.device)
+    return registration.solve_unrolled(
+        batch["landmarks_3d"],
+        predicted,
+        context.camera,
+        start,
+        iterations=settings.unrolled_iterations,
+        weights=weights,
+    )
 
 
 def mean_over_solved(values: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
@@ -132,7 +173,8 @@ def pose(logits: torch.Tensor, batch: dict, context: LossContext):
     truth = batch["pose"].to(torch.float64)
     rotation = mean_over_solved(metrics.rotation_error_deg(solved.pose.double(), truth), logits)
     translation = mean_over_solved(metrics.translation_error_mm(solved.pose.double(), truth), logits)
-    loss = (context.rotation_weight * rotation + context.translation_weight * translation).to(logits.dtype)
+    weights = context.settings
+    loss = (weights.rotation_weight * rotation + weights.translation_weight * translation).to(logits.dtype)
     parts = {"pose": loss.item(), "pose_rotation_deg": rotation.item(), "pose_translation_mm": translation.item()}
     return loss, parts | {"pose_failures": float((~torch.isfinite(solved.pose).all(-1)).sum())}
 

@@ -55,11 +55,12 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     os.replace(temporary, path)
 
 
-def claim_folder(folder: Path, config: dict) -> dict:
+def claim_folder(folder: Path, config: dict, tolerate: tuple[str, ...] = ()) -> dict:
     """Make ``folder`` the home of a data set of ``config``, or resume the one there.
 
     Returns the manifest now on disk. Raises ``DatasetError`` when the folder holds a data set of
-    another config, or files that no data set of ours wrote.
+    another config, or files that no data set of ours wrote (other than those named in ``tolerate``,
+    e.g. the log file of the command that is writing the data set).
     """
     folder = Path(folder)
     existing = read_manifest(folder)
@@ -72,7 +73,7 @@ def claim_folder(folder: Path, config: dict) -> dict:
                 f"choose another --out folder or delete this one"
             )
         return existing
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and any(path.name not in tolerate for path in folder.iterdir()):
         raise DatasetError(f"{folder}: exists and is not empty, but has no {MANIFEST_NAME}; refusing to write into it")
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"format_version": FORMAT_VERSION, "status": "in_progress", "config": config, "config_hash": digest}

@@ -11,7 +11,9 @@ from components.geometry import Camera
 
 def rotation_error_deg(pose: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """(B,) geodesic angle between the rotations of (B, 6) poses, degrees (accurate near 0)."""
-    relative = geometry.rotation_vector_to_matrix(pose[..., :3]).transpose(-1, -2) @ geometry.rotation_vector_to_matrix(reference[..., :3])
+    relative = geometry.rotation_vector_to_matrix(pose[..., :3]).transpose(-1, -2) @ geometry.rotation_vector_to_matrix(
+        reference[..., :3]
+    )
     return torch.rad2deg(geometry.matrix_to_rotation_vector(relative).norm(dim=-1))
 
 
@@ -20,7 +22,9 @@ def translation_error_mm(pose: torch.Tensor, reference: torch.Tensor) -> torch.T
     return (pose[..., 3:] - reference[..., 3:]).norm(dim=-1)
 
 
-def mean_target_registration_error_mm(pose: torch.Tensor, reference: torch.Tensor, landmarks_3d: torch.Tensor) -> torch.Tensor:
+def mean_target_registration_error_mm(
+    pose: torch.Tensor, reference: torch.Tensor, landmarks_3d: torch.Tensor
+) -> torch.Tensor:
     """(B,) mean over the landmarks of the distance between where the two poses put them, mm.
 
     Each pose maps a (B, N, 3) world landmark into the C-arm's frame; the TRE of a landmark is the
@@ -55,7 +59,9 @@ def per_landmark_rmse(errors: np.ndarray) -> np.ndarray:
         return np.sqrt(np.nanmean(squared, axis=0)) if len(errors) else np.full(errors.shape[1], math.nan)
 
 
-def bootstrap_ci(errors: np.ndarray, subjects: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    errors: np.ndarray, subjects: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of the pooled RMSE when whole subjects are resampled with replacement.
 
     Images of one subject are not independent, so subjects (not images) are the resampled unit.
@@ -73,7 +79,7 @@ def bootstrap_ci(errors: np.ndarray, subjects: np.ndarray, resamples: int = 1000
 
 
 def px_to_mm(camera: Camera, source_to_isocenter: float) -> tuple[float, float]:
-    """(mm at the detector, mm at the isocentre) per pixel: the pixel size, then divided by the magnification sdd / sid."""
+    """(mm at the detector, mm at the isocentre) per pixel: the pixel size, and it over the magnification sdd / sid."""
     pixel = (camera.delx + camera.dely) / 2
     return pixel, pixel * source_to_isocenter / camera.sdd
 

@@ -4,46 +4,72 @@ Encoder weights are random unless a local weights file is given; nothing is ever
 """
 
 import hashlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
 
 from components.anatomy import N_LANDMARKS
+from components.heatmaps import Decoding
 
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 
-def make_unet(
-    encoder: str = "resnet18",
-    encoder_depth: int = 4,
-    decoder_channels: tuple[int, ...] | None = None,
-    encoder_weights: str | Path | None = None,
-) -> torch.nn.Module:
-    """A U-Net mapping (B, 1, H, W) images to (B, 8, H, W) heatmap logits.
+@dataclass(frozen=True)
+class UNetSettings:
+    """The U-Net's architecture, and where its encoder weights come from (validated on construction).
 
-    Args:
+    Attributes:
         encoder: any segmentation-models-pytorch encoder name (e.g. "resnet18", "resnet34").
         encoder_depth: 3 to 5 down-sampling stages (H and W must be divisible by 2**depth).
-        decoder_channels: one width per stage (default: the last ``encoder_depth`` of 256..16).
+        decoder_channels: one width per stage (None: the last ``encoder_depth`` of 256..16).
         encoder_weights: a local file with the encoder's state dict (``torch.save``); a 3-channel
-            first convolution in it is summed to 1 channel. None: random initialisation.
+            first convolution in it is summed to 1 channel. None: random initialisation. Never downloaded.
     """
-    if not 3 <= encoder_depth <= 5:
-        raise ValueError(f"encoder_depth must be 3, 4 or 5, got {encoder_depth}")
-    channels = tuple(decoder_channels or DECODER_CHANNELS[-encoder_depth:])
-    if len(channels) != encoder_depth:
-        raise ValueError(f"decoder_channels needs {encoder_depth} widths (one per stage), got {channels}")
+
+    encoder: str = "resnet18"
+    encoder_depth: int = 4
+    decoder_channels: tuple[int, ...] | None = None
+    encoder_weights: str | None = None
+
+    def __post_init__(self):
+        if not 3 <= self.encoder_depth <= 5:
+            raise ValueError(f"encoder_depth must be 3, 4 or 5, got {self.encoder_depth}")
+        if self.decoder_channels is not None:
+            object.__setattr__(self, "decoder_channels", tuple(self.decoder_channels))
+            if len(self.decoder_channels) != self.encoder_depth:
+                raise ValueError(
+                    f"decoder_channels needs {self.encoder_depth} widths (one per stage), got {self.decoder_channels}"
+                )
+        if self.encoder_weights is not None:
+            object.__setattr__(self, "encoder_weights", str(self.encoder_weights))
+
+    def architecture(self) -> dict:
+        """What defines the network's shape (a checkpoint stores this; its weights replace any encoder file)."""
+        channels = list(self.decoder_channels) if self.decoder_channels is not None else None
+        return {"encoder": self.encoder, "encoder_depth": self.encoder_depth, "decoder_channels": channels}
+
+
+def make_unet(settings: UNetSettings = UNetSettings()) -> torch.nn.Module:
+    """A U-Net mapping (B, 1, H, W) images to (B, 8, H, W) heatmap logits."""
+    channels = settings.decoder_channels or DECODER_CHANNELS[-settings.encoder_depth :]
     try:
         model = smp.Unet(
-            encoder_name=encoder, encoder_depth=encoder_depth, encoder_weights=None,
-            decoder_channels=channels, in_channels=1, classes=N_LANDMARKS,
+            encoder_name=settings.encoder,
+            encoder_depth=settings.encoder_depth,
+            encoder_weights=None,
+            decoder_channels=channels,
+            in_channels=1,
+            classes=N_LANDMARKS,
         )
     except KeyError as error:
-        raise ValueError(f"unknown encoder {encoder!r} (segmentation-models-pytorch encoders, e.g. resnet18)") from error
-    dropped = drop_unused_stages(model.encoder, encoder_depth)
-    if encoder_weights is not None:
-        load_encoder_weights(model, Path(encoder_weights), skip=dropped)
+        raise ValueError(
+            f"unknown encoder {settings.encoder!r} (segmentation-models-pytorch encoders, e.g. resnet18)"
+        ) from error
+    dropped = drop_unused_stages(model.encoder, settings.encoder_depth)
+    if settings.encoder_weights is not None:
+        load_encoder_weights(model, Path(settings.encoder_weights), skip=dropped)
     return model
 
 
@@ -74,7 +100,7 @@ def read_torch_file(path: Path, what: str):
     """``torch.load`` of tensors only, on the CPU; a foreign file raises ``ValueError`` naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a foreign file
+    except Exception as error:
         raise ValueError(f"{path}: not {what} ({error.__class__.__name__}: {error})") from error
 
 
@@ -108,8 +134,19 @@ def load_encoder_weights(model: torch.nn.Module, path: Path, skip: list[str] = (
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, settings: dict, **state) -> Path:
-    """Write ``folder/checkpoint.pt``: the weights, the ``make_unet`` settings and any training state.
+@dataclass
+class TrainedModel:
+    """A checkpoint's U-Net (in eval mode), with its architecture and the decoding it was trained with."""
+
+    network: torch.nn.Module
+    settings: UNetSettings
+    decoding: Decoding
+
+
+def save_checkpoint(
+    folder: str | Path, model: torch.nn.Module, settings: UNetSettings, decoding: Decoding, **state
+) -> Path:
+    """Write ``folder/checkpoint.pt``: the weights, the architecture, the decoding and any training state.
 
     Written to a temporary name and renamed, so a checkpoint is never half-written.
     """
@@ -117,7 +154,8 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, settings: dict, 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CHECKPOINT_FILE
     temporary = folder / f".{CHECKPOINT_FILE}.tmp"
-    torch.save({"model": model.state_dict(), "settings": dict(settings), **state}, temporary)
+    content = {"model": model.state_dict(), "settings": settings.architecture(), "decoding": asdict(decoding)}
+    torch.save(content | state, temporary)
     temporary.replace(path)
     return path
 
@@ -129,17 +167,18 @@ def load_checkpoint(path: str | Path) -> dict:
     if not file.is_file():
         raise ValueError(f"{path}: no checkpoint here (expected a folder with {CHECKPOINT_FILE}, or the file)")
     state = read_torch_file(file, "a readable checkpoint")
-    if not isinstance(state, dict) or "model" not in state or "settings" not in state:
-        raise ValueError(f"{file}: not a study checkpoint (expected the keys 'model' and 'settings')")
+    if not isinstance(state, dict) or not {"model", "settings", "decoding"} <= set(state):
+        raise ValueError(f"{file}: not a study checkpoint (expected the keys 'model', 'settings' and 'decoding')")
     return state
 
 
-def model_from_checkpoint(path: str | Path) -> torch.nn.Module:
-    """The U-Net of a checkpoint, with its weights, in eval mode."""
+def load_trained_model(path: str | Path) -> TrainedModel:
+    """The U-Net of a checkpoint, with its weights, in eval mode, and the decoding it was trained with."""
     state = load_checkpoint(path)
-    model = make_unet(**{**state["settings"], "encoder_weights": None})
-    model.load_state_dict(state["model"])
-    return model.eval()
+    settings = UNetSettings(**state["settings"])
+    network = make_unet(settings)
+    network.load_state_dict(state["model"])
+    return TrainedModel(network.eval(), settings, Decoding(**state["decoding"]))
 
 
 def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:

@@ -21,6 +21,7 @@ layer, muscle, a few bowel-gas pockets, and bone with a cortical shell (SDF in (
 cancellous core. Every boundary is partial-volume blended over one voxel.
 """
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -163,7 +164,7 @@ def capsule(p: np.ndarray, a, b, radius_a: float, radius_b: float | None = None)
 def tube(p: np.ndarray, polyline, radius: float) -> np.ndarray:
     """A tube of constant radius along a (N, 3) polyline."""
     points = _vec(polyline)
-    return union(*(capsule(p, a, b, radius) for a, b in zip(points[:-1], points[1:])))
+    return union(*(capsule(p, a, b, radius) for a, b in itertools.pairwise(points)))
 
 
 def half_space(p: np.ndarray, point, normal) -> np.ndarray:

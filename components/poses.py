@@ -54,7 +54,9 @@ def sample_pose(seed: int, subject_id: str, view_id: int, ranges: PoseRanges) ->
 
 def pose_of(angles_rad: np.ndarray, offsets_mm: np.ndarray, source_to_isocenter: float) -> torch.Tensor:
     """(6,) pose of ZXY Euler angles and translation offsets from the AP view."""
-    translation = torch.as_tensor(offsets_mm, dtype=torch.float64) + torch.tensor([0.0, source_to_isocenter, 0.0], dtype=torch.float64)
+    translation = torch.as_tensor(offsets_mm, dtype=torch.float64) + torch.tensor(
+        [0.0, source_to_isocenter, 0.0], dtype=torch.float64
+    )
     return geometry.pose_from_euler_zxy(torch.as_tensor(angles_rad, dtype=torch.float64)[None], translation[None])[0]
 
 

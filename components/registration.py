@@ -182,7 +182,11 @@ def nearest_rotation_rows(affine: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     # inverse of (M + sqrt(det) I) by its adjugate; its determinant is sqrt(det) * singular_sum^2.
     shifted = gram + root_det[:, None, None] * torch.eye(2, dtype=gram.dtype, device=gram.device)
     adjugate = torch.stack(
-        [torch.stack([shifted[:, 1, 1], -shifted[:, 0, 1]], -1), torch.stack([-shifted[:, 1, 0], shifted[:, 0, 0]], -1)], -2
+        [
+            torch.stack([shifted[:, 1, 1], -shifted[:, 0, 1]], -1),
+            torch.stack([-shifted[:, 1, 0], shifted[:, 0, 0]], -1),
+        ],
+        -2,
     )
     inverse_root = adjugate * (singular_sum / (root_det * singular_sum**2))[:, None, None]
     return inverse_root @ affine, singular_sum / 2
@@ -208,7 +212,9 @@ def weak_perspective_init(
     centered = landmarks_3d - center
     design = torch.cat([centered, torch.ones_like(landmarks_3d[..., :1])], -1)  # (B, N, 4)
     weighted = (design * weights[..., None]).transpose(-1, -2)
-    fit = torch.linalg.solve(weighted @ design + 1e-12 * torch.eye(4, dtype=design.dtype, device=design.device), weighted)  # (B, 4, N)
+    fit = torch.linalg.solve(
+        weighted @ design + 1e-12 * torch.eye(4, dtype=design.dtype, device=design.device), weighted
+    )  # (B, 4, N)
     image = normalised
     for _ in range(corrections + 1):
         affine = (fit @ image).transpose(-1, -2)  # (B, 2, 4)
@@ -260,12 +266,20 @@ def levenberg_marquardt(
     damping = torch.full((batch,), 1e-6, dtype=torch.float64, device=device)
     previous = torch.full((batch,), float("inf"), dtype=torch.float64, device=device)
     # Step size: radians plus millimetres relative to the distance of the scene from the source.
-    step_scale = torch.cat([torch.ones(batch, 3, dtype=torch.float64, device=device), (1 / (1 + translation.norm(dim=-1)))[:, None].expand(-1, 3)], -1)
+    step_scale = torch.cat(
+        [
+            torch.ones(batch, 3, dtype=torch.float64, device=device),
+            (1 / (1 + translation.norm(dim=-1)))[:, None].expand(-1, 3),
+        ],
+        -1,
+    )
     for iteration in range(1, max_iterations + 1):
         w = weight if robust is None else weight * robust_weight(distance, robust, scale)
         _, gauss_newton, curvature, gradient = newton_system(camera_xyz, residual, w, camera)
         diagonal = torch.diagonal(gauss_newton, dim1=-2, dim2=-1)
-        step = -torch.linalg.solve(gauss_newton + curvature + torch.diag_embed(damping[:, None] * diagonal + 1e-12), gradient)
+        step = -torch.linalg.solve(
+            gauss_newton + curvature + torch.diag_embed(damping[:, None] * diagonal + 1e-12), gradient
+        )
         turn = geometry.rotation_vector_to_matrix(step[:, :3])
         new_rotation, new_translation = turn @ now_rotation, (turn @ now_translation[..., None])[..., 0] + step[:, 3:]
         new = evaluate(new_rotation, new_translation, points, observed, weight)
@@ -275,7 +289,8 @@ def levenberg_marquardt(
         now_rotation = torch.where(better[:, None, None], new_rotation, now_rotation)
         now_translation = torch.where(better[:, None], new_translation, now_translation)
         cost, camera_xyz, residual, distance = (
-            torch.where(better.view(-1, *[1] * (old.dim() - 1)), fresh, old) for fresh, old in zip(new, (cost, camera_xyz, residual, distance))
+            torch.where(better.view(-1, *[1] * (old.dim() - 1)), fresh, old)
+            for fresh, old in zip(new, (cost, camera_xyz, residual, distance))
         )
         damping = torch.where(better, damping / 10, damping * 10).clamp(1e-12, 1e16)
         size = (step * step_scale).norm(dim=-1)
@@ -288,8 +303,19 @@ def levenberg_marquardt(
             iterations[rows[finished]] = iteration
             converged[rows[done]] = True
             keep = ~finished
-            rows, points, observed, weight, step_scale = rows[keep], points[keep], observed[keep], weight[keep], step_scale[keep]
-            now_rotation, now_translation, damping, previous = now_rotation[keep], now_translation[keep], damping[keep], previous[keep]
+            rows, points, observed, weight, step_scale = (
+                rows[keep],
+                points[keep],
+                observed[keep],
+                weight[keep],
+                step_scale[keep],
+            )
+            now_rotation, now_translation, damping, previous = (
+                now_rotation[keep],
+                now_translation[keep],
+                damping[keep],
+                previous[keep],
+            )
             cost, camera_xyz, residual, distance = cost[keep], camera_xyz[keep], residual[keep], distance[keep]
             if not len(rows):
                 break
@@ -350,7 +376,11 @@ def solve(
         ``weights`` (implicit function theorem).
     """
     robust_cost(torch.zeros(1), robust, robust_scale)  # validates ``robust`` up front
-    given = landmarks_2d.new_ones(landmarks_2d.shape[:2], dtype=torch.float64) if weights is None else weights.to(torch.float64)
+    given = (
+        landmarks_2d.new_ones(landmarks_2d.shape[:2], dtype=torch.float64)
+        if weights is None
+        else weights.to(torch.float64)
+    )
     differentiable = torch.is_grad_enabled() and (landmarks_2d.requires_grad or given.requires_grad)
     with torch.inference_mode():
         points, observed, weight, usable, valid = _prepared(landmarks_3d, landmarks_2d, given)
@@ -366,7 +396,16 @@ def solve(
             else:
                 rotation, translation = geometry.make_rt_inv(init.to(torch.float64)[rows])
             rotation, translation, iterations[rows], converged[rows] = levenberg_marquardt(
-                rows_3d, rows_2d, rows_weight, camera, rotation, translation, robust, robust_scale, max_iterations, tolerance
+                rows_3d,
+                rows_2d,
+                rows_weight,
+                camera,
+                rotation,
+                translation,
+                robust,
+                robust_scale,
+                max_iterations,
+                tolerance,
             )
             pose[rows] = geometry.extrinsic_to_pose(rotation, translation)
         residuals = geometry.project(points, pose, camera) - torch.where(usable[..., None], observed, torch.nan)
@@ -375,9 +414,13 @@ def solve(
     if differentiable and len(rows):
         points, observed, weight, _, _ = _prepared(landmarks_3d, landmarks_2d, given)
         rows, rotation, translation = rows.clone(), rotation.clone(), translation.clone()
-        distance = (pixels(camera_points(rotation, translation, points[rows]), camera) - observed[rows].detach()).norm(dim=-1)
+        distance = (pixels(camera_points(rotation, translation, points[rows]), camera) - observed[rows].detach()).norm(
+            dim=-1
+        )
         step_weight = weight[rows] * robust_weight(distance, robust, robust_scale)
-        pose = pose.index_put((rows,), implicit_step(rotation, translation, points[rows], observed[rows], step_weight, camera))
+        pose = pose.index_put(
+            (rows,), implicit_step(rotation, translation, points[rows], observed[rows], step_weight, camera)
+        )
     dtype = landmarks_2d.dtype
     return Registration(pose.to(dtype), residuals.to(dtype), iterations, converged)
 
@@ -429,9 +472,15 @@ def solve_unrolled(
     dtype = landmarks_2d.dtype
     points, observed = landmarks_3d.to(torch.float64), landmarks_2d.to(torch.float64)
     weight = observed.new_ones(observed.shape[:2]) if weights is None else weights.to(torch.float64)
-    scale = torch.tensor([1.0, 1.0, 1.0, translation_scale, translation_scale, translation_scale], dtype=torch.float64, device=observed.device)
+    scale = torch.tensor(
+        [1.0, 1.0, 1.0, translation_scale, translation_scale, translation_scale],
+        dtype=torch.float64,
+        device=observed.device,
+    )
     low, high = (None, None) if bounds is None else (bound.to(scale) / scale for bound in bounds)
-    differentiable = torch.is_grad_enabled() and (landmarks_2d.requires_grad or (weights is not None and weights.requires_grad))
+    differentiable = torch.is_grad_enabled() and (
+        landmarks_2d.requires_grad or (weights is not None and weights.requires_grad)
+    )
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
         """(B,) weighted sum of squared reprojection errors."""

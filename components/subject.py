@@ -1,6 +1,6 @@
 """One subject of a cohort: a CT in Hounsfield units, its affine, and its 8 landmarks.
 
-World frame (DESIGN.md): millimetres, RAS+, origin at the centre of the CT voxel grid, i.e.
+World frame (docs/architecture.md): millimetres, RAS+, origin at the centre of the CT voxel grid, i.e.
 ``affine @ ((shape - 1) / 2, 1) == (0, 0, 0, 1)``. Phantoms are made in this frame; real CTs are
 moved into it by ``center_affine`` when they are loaded, together with their landmarks.
 """
@@ -35,8 +35,7 @@ class Subject:
             raise ValueError(f"subject {self.subject_id}: affine must be 4x4, got {self.affine.shape}")
         if self.landmarks.shape != (N_LANDMARKS, 3):
             raise ValueError(
-                f"subject {self.subject_id}: landmarks must be ({N_LANDMARKS}, 3), "
-                f"got {self.landmarks.shape}"
+                f"subject {self.subject_id}: landmarks must be ({N_LANDMARKS}, 3), got {self.landmarks.shape}"
             )
 
     @property

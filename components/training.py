@@ -1,7 +1,7 @@
 """The pieces of a training run that are plain PyTorch: batches, epoch order, validation, divergence.
 
-Ray Train (``study/train.py``) wires these together across workers; everything here runs and is
-tested in one process.
+The training loop (``study/training/loop.py``) wires these together, in one process or across
+Ray Train workers; everything here runs and is tested in one process.
 
 Rows are held as numpy arrays (``image`` stays uint16, so a worker's share of a data set is
 compact) and become a batch only when used: a dict of tensors ``image`` (B, 1, H, W) in [0, 1],
@@ -20,6 +20,13 @@ from components.augment import IntensityRanges, apply_intensity, sample_intensit
 from components.geometry import Camera
 
 COLUMNS = ("image", "landmarks_2d", "visible", "landmarks_3d", "pose")
+# What a run may select its best checkpoint by (and a sweep minimise): ``val_`` + a ``validation_metrics`` key.
+SELECTION_METRICS = ("val_rmse_px", "val_rmse_soft_px", "val_mtre_mm")
+
+
+def columns_of(rows) -> dict[str, np.ndarray]:
+    """The training columns (``COLUMNS``) of a ``dataset.DRRRows``."""
+    return {name: getattr(rows, name) for name in COLUMNS}
 
 
 def collect_rows(batches) -> dict[str, np.ndarray]:
@@ -58,7 +65,9 @@ def make_batch(
     if augment is not None:
         if augment_seeds is None or len(augment_seeds) != len(indices):
             raise ValueError("augmentation needs one seed per row")
-        image = torch.stack([apply_intensity(one, sample_intensity(int(seed), augment)) for one, seed in zip(image, augment_seeds)])
+        image = torch.stack(
+            [apply_intensity(one, sample_intensity(int(seed), augment)) for one, seed in zip(image, augment_seeds)]
+        )
     return {
         "image": image.to(device),
         "landmarks_2d": torch.from_numpy(rows["landmarks_2d"][indices].astype(np.float32)).to(device),
@@ -78,7 +87,7 @@ def epoch_batches(count: int, batch_size: int, seed: int, epoch: int, steps: int
         raise ValueError(f"need at least one row and a batch size >= 1, got {count} rows, batch size {batch_size}")
     order = np.random.default_rng([seed, epoch]).permutation(count)
     full = max(count // batch_size, 1)
-    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(full)]
+    batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(full)]
     return batches[:steps] if steps is not None else batches
 
 
@@ -107,12 +116,16 @@ class DivergenceGuard:
     def diverged(self, loss: float) -> bool:
         if not math.isfinite(loss):
             return True
-        self.recent = (self.recent + [loss])[-self.window:]
+        self.recent = (self.recent + [loss])[-self.window :]
         if self.reference is None:
             if len(self.recent) == self.window:
                 self.reference = abs(float(np.median(self.recent)))
             return False
-        return self.factor is not None and self.reference > 0 and float(np.median(self.recent)) > self.factor * self.reference
+        return (
+            self.factor is not None
+            and self.reference > 0
+            and float(np.median(self.recent)) > self.factor * self.reference
+        )
 
 
 @dataclass

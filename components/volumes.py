@@ -8,7 +8,7 @@ extra dimensions are all 1 is squeezed to 3D.
 
 Landmark files:
 
-* ``.mrk.json`` (or ``.json``): 3D Slicer markups JSON. The control points of every ``Fiducial``
+* ``.mrk.json``: 3D Slicer markups JSON. The control points of every ``Fiducial``
   markup are read, each in its markup's ``coordinateSystem`` ("RAS" or "LPS"); control points
   whose ``positionStatus`` is "undefined" or "missing" are skipped. Markups declaring different
   systems are converted to the first one's.
@@ -43,11 +43,25 @@ from components.subject import Subject, center_affine, voxel_to_world, world_to_
 Frame = Literal["ras", "lps", "voxel"]
 FRAMES: tuple[str, ...] = ("ras", "lps", "voxel")
 CT_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
-LANDMARK_SUFFIXES: tuple[str, ...] = (".mrk.json", ".json", ".fcsv", ".csv")
+LANDMARK_SUFFIXES: tuple[str, ...] = (".mrk.json", ".fcsv", ".csv")
 
 _LPS_FLIP = np.array([-1.0, -1.0, 1.0])  # RAS <-> LPS: negate x and y
-_FCSV_COLUMNS = ("id", "x", "y", "z", "ow", "ox", "oy", "oz", "vis", "sel", "lock", "label", "desc",
-                 "associatednodeid")  # Slicer's, when a file has no "# columns" line
+_FCSV_COLUMNS = (
+    "id",
+    "x",
+    "y",
+    "z",
+    "ow",
+    "ox",
+    "oy",
+    "oz",
+    "vis",
+    "sel",
+    "lock",
+    "label",
+    "desc",
+    "associatednodeid",
+)  # Slicer's, when a file has no "# columns" line
 _FCSV_SYSTEMS = {"ras": "ras", "0": "ras", "lps": "lps", "1": "lps"}
 _UNPLACED = ("undefined", "missing")
 _EXPECTED_NAMES = ", ".join(LANDMARK_NAMES)
@@ -55,6 +69,25 @@ _EXPECTED_NAMES = ", ".join(LANDMARK_NAMES)
 
 class VolumeError(ValueError):
     """A CT or landmark file that cannot make a subject; the message names the file and the problem."""
+
+
+def subject_id_of(ct_path: str | Path) -> str:
+    """``<id>`` of a CT file ``<id>.nii`` or ``<id>.nii.gz``."""
+    name = Path(ct_path).name
+    return name.removesuffix(".gz").removesuffix(".nii")
+
+
+def landmark_file_beside(ct_path: str | Path) -> Path:
+    """The one landmark file ``<id>.mrk.json``, ``<id>.fcsv`` or ``<id>.csv`` beside the CT ``<id>.nii[.gz]``."""
+    ct_path = Path(ct_path)
+    subject_id = subject_id_of(ct_path)
+    candidates = [ct_path.with_name(subject_id + suffix) for suffix in LANDMARK_SUFFIXES]
+    found = [candidate for candidate in candidates if candidate.is_file()]
+    if len(found) != 1:
+        problem = "no landmark file" if not found else "several landmark files"
+        expected = ", ".join(candidate.name for candidate in candidates)
+        raise VolumeError(f"{ct_path}: {problem} for subject '{subject_id}'; expected exactly one of {expected}")
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -141,8 +174,9 @@ def _checked_affine(path: Path, affine: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------ landmarks
 
 
-def load_landmarks(path, *, coordinates: Frame = "ras", name_map: dict[str, str] | None = None
-                   ) -> tuple[np.ndarray, str]:
+def load_landmarks(
+    path, *, coordinates: Frame = "ras", name_map: dict[str, str] | None = None
+) -> tuple[np.ndarray, str]:
     """The 8 landmarks of a .mrk.json, .fcsv or .csv file and the frame they are in.
 
     Args:
@@ -159,8 +193,7 @@ def load_landmarks(path, *, coordinates: Frame = "ras", name_map: dict[str, str]
     return points, frame
 
 
-def _read_landmarks(path: Path, coordinates: str, name_map: dict[str, str] | None
-                    ) -> tuple[np.ndarray, str, bool]:
+def _read_landmarks(path: Path, coordinates: str, name_map: dict[str, str] | None) -> tuple[np.ndarray, str, bool]:
     """(8, 3) slot-ordered points, their frame, and whether the file itself declared the frame."""
     suffix = _check_file(path, LANDMARK_SUFFIXES, "landmark")
     if coordinates not in FRAMES:
@@ -262,7 +295,7 @@ def _read_fcsv(path: Path, fallback: str) -> tuple[list[_Point], str, bool]:
 
 
 def _fcsv_frame(path: Path, value: str) -> str:
-    """"ras" or "lps" from an .fcsv CoordinateSystem value."""
+    """ "ras" or "lps" from an .fcsv CoordinateSystem value."""
     frame = _FCSV_SYSTEMS.get(value.lower())
     if frame is None:
         raise VolumeError(f"landmark file {path}: CoordinateSystem = {value!r}, expected RAS, LPS, 0 or 1")
@@ -277,11 +310,14 @@ def _read_markups_json(path: Path, fallback: str) -> tuple[list[_Point], str, bo
         raise VolumeError(f"landmark file {path}: invalid JSON (line {error.lineno}: {error.msg})") from None
     markups = document.get("markups") if isinstance(document, dict) else None
     if not isinstance(markups, list):
-        raise VolumeError(f"landmark file {path}: no \"markups\" list, expected a 3D Slicer markups JSON")
-    fiducials = [(number, markup) for number, markup in enumerate(markups, start=1)
-                 if isinstance(markup, dict) and markup.get("type") == "Fiducial"]
+        raise VolumeError(f'landmark file {path}: no "markups" list, expected a 3D Slicer markups JSON')
+    fiducials = [
+        (number, markup)
+        for number, markup in enumerate(markups, start=1)
+        if isinstance(markup, dict) and markup.get("type") == "Fiducial"
+    ]
     if not fiducials:
-        raise VolumeError(f"landmark file {path}: no markup of type \"Fiducial\"")
+        raise VolumeError(f'landmark file {path}: no markup of type "Fiducial"')
     frames = [_markup_frame(path, number, markup, fallback) for number, markup in fiducials]
     frame, declared = frames[0]
     points = []
@@ -317,7 +353,7 @@ def _markup_points(path: Path, number: int, markup: dict) -> list[_Point]:
     """The placed control points of one markup."""
     control_points = markup.get("controlPoints", [])
     if not isinstance(control_points, list):
-        raise VolumeError(f"landmark file {path}: markup {number}: \"controlPoints\" is not a list")
+        raise VolumeError(f'landmark file {path}: markup {number}: "controlPoints" is not a list')
     points = []
     for index, control_point in enumerate(control_points, start=1):
         where = f"markup {number} control point {index}"
@@ -373,8 +409,14 @@ def _slot_order(path: Path, points: list[_Point], name_map: dict[str, str] | Non
 # -------------------------------------------------------------------------------------- subject
 
 
-def load_subject(ct_path, landmarks_path, *, coordinates: Frame = "ras", name_map: dict[str, str] | None = None,
-                 subject_id: str | None = None) -> Subject:
+def load_subject(
+    ct_path,
+    landmarks_path,
+    *,
+    coordinates: Frame = "ras",
+    name_map: dict[str, str] | None = None,
+    subject_id: str | None = None,
+) -> Subject:
     """A subject in the centred RAS+ world frame from a CT NIfTI and a landmark file.
 
     Args:
@@ -417,8 +459,15 @@ def _outside(indices: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return np.any((indices < -0.5) | (indices > upper), axis=1)
 
 
-def _landmark_voxels(ct_path: Path, landmarks_path: Path, points: np.ndarray, frame: str, declared: bool,
-                     affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+def _landmark_voxels(
+    ct_path: Path,
+    landmarks_path: Path,
+    points: np.ndarray,
+    frame: str,
+    declared: bool,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+) -> np.ndarray:
     """(8, 3) voxel indices of the landmarks; raises if any lies outside the volume."""
     indices = _to_voxel(points, frame, affine)
     outside = _outside(indices, shape)
@@ -426,7 +475,8 @@ def _landmark_voxels(ct_path: Path, landmarks_path: Path, points: np.ndarray, fr
         return indices
     listed = "; ".join(
         f"{name} at voxel ({i:.1f}, {j:.1f}, {k:.1f})"
-        for name, (i, j, k), out in zip(LANDMARK_NAMES, indices, outside) if out
+        for name, (i, j, k), out in zip(LANDMARK_NAMES, indices, outside)
+        if out
     )
     raise VolumeError(
         f"landmark file {landmarks_path}: {np.count_nonzero(outside)} landmark(s) outside the volume of shape "
@@ -435,15 +485,17 @@ def _landmark_voxels(ct_path: Path, landmarks_path: Path, points: np.ndarray, fr
     )
 
 
-def _frame_hint(points: np.ndarray, frame: str, declared: bool, affine: np.ndarray,
-                shape: tuple[int, int, int]) -> str:
+def _frame_hint(points: np.ndarray, frame: str, declared: bool, affine: np.ndarray, shape: tuple[int, int, int]) -> str:
     """A suggestion of the other frames that would put all landmarks inside the volume, or ""."""
     candidates = ("ras", "lps") if declared else FRAMES
-    fits = [other for other in candidates
-            if other != frame and not _outside(_to_voxel(points, other, affine), shape).any()]
+    fits = [
+        other for other in candidates if other != frame and not _outside(_to_voxel(points, other, affine), shape).any()
+    ]
     if not fits:
         return ""
     if declared:
-        return (f"; the file declares {frame.upper()}, but all landmarks lie inside read as "
-                f"{fits[0].upper()}: is its coordinate system right?")
+        return (
+            f"; the file declares {frame.upper()}, but all landmarks lie inside read as "
+            f"{fits[0].upper()}: is its coordinate system right?"
+        )
     return f"; did you mean {' or '.join(f'coordinates={other!r}' for other in fits)}?"

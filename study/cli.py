@@ -1,172 +1,234 @@
-"""The study command line: generate and look at DRR data sets, train, sweep, evaluate, reproduce Table 1, predict (also: python -m study)."""
+"""The study command line: DRR data sets, training, sweeps, evaluation, Table 1, prediction (also: python -m study).
+
+Every command runs in a console session (``study.console``): the terminal shows the study's own
+progress and results, and everything the libraries print goes to ``study.log`` in the command's
+folder (the data set's, the run's, the sweep's, the report's); ``--verbose`` shows it all instead.
+"""
 
 import argparse
 import sys
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
+from components.dataset import TEST_SPLITS
+from study import console
 from study.config import ConfigError, load_config
+
+__all__ = ["build_parser", "main"]
+
+
+class CommandFailed(Exception):
+    """A command ended with an error that has been reported; ``code`` is the exit status."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+
+@contextmanager
+def command_session(args, folder: str | Path | None):
+    """The console session of a command whose log goes to ``<folder>/study.log`` (no log without a folder).
+
+    An error is said in one line (its traceback goes to the log); Ray, if this command started it, is
+    shut down inside the session, so its last messages land in the log too.
+    """
+    from study.runtime import release_ray
+
+    log = Path(folder) / console.LOG_NAME if folder is not None else None
+    with console.session(log, verbose=args.verbose, title=args.command_line):
+        try:
+            yield
+        except ValueError as error:  # ConfigError, DatasetError, VolumeError, ImageError and bad checkpoints
+            traceback.print_exc()
+            console.warn(f"error: {error}")
+            raise CommandFailed(2) from error
+        except Exception as error:
+            traceback.print_exc()
+            where = f"; the traceback is in {log}" if log and not args.verbose else ""
+            console.warn(f"error: {type(error).__name__}: {error}{where}")
+            raise CommandFailed(1) from error
+        finally:
+            release_ray()
 
 
 def cmd_generate(args) -> None:
-    from study.generate import default_out_dir, generate
+    from study.data.generate import default_out_dir, generate
 
     config = load_config(args.preset, args.set)
-    generate(config, args.out or default_out_dir(config))
+    out = Path(args.out or default_out_dir(config))
+    with command_session(args, out):
+        generate(config, out)
 
 
 def cmd_preview(args) -> None:
-    from study.preview import write_preview
+    from study.data.preview import export_images, write_preview
 
-    out = write_preview(args.data, args.out or Path(args.data) / "preview.png", count=args.count)
-    print(f"preview: {out}")
-    if args.export:
-        from study.preview import export_images
-
-        written = export_images(args.data, args.export, count=args.count)
-        print(f"preview: {len(written)} DRRs as 16-bit PNG in {args.export}")
+    with command_session(args, None):
+        out = write_preview(args.data, args.out or Path(args.data) / "preview.png", count=args.count)
+        console.say(f"preview: {out}")
+        if args.export:
+            written = export_images(args.data, args.export, count=args.count)
+            console.say(f"preview: {len(written)} DRRs as 16-bit PNG in {args.export}")
 
 
 def cmd_train(args) -> None:
-    from study.generate import default_out_dir, generate
-    from study.train import train
+    from study.data.generate import default_out_dir, generate
+    from study.training.driver import train
+    from study.training.run_folder import run_folder
 
     config = load_config(args.preset, args.set)
     data_dir = Path(args.data or default_out_dir(config))
-    generate(config, data_dir)
-    result = train(config, args.strategy, data_dir, init=args.init, name=args.name)
-    if result.status == "diverged":
-        print(f"{result.run_name}: diverged (recorded as such in MLflow run {result.run_id})")
+    local = config.train is not None and "://" not in config.train.storage
+    folder = run_folder(config, args.name or config.run_name(args.strategy)) if local else None
+    with command_session(args, folder):
+        generate(config, data_dir)
+        result = train(config, args.strategy, data_dir, init=args.init, name=args.name)
+        if result.status == "diverged":
+            console.say(f"{result.run_name}: diverged (recorded as such in MLflow run {result.run_id})")
 
 
 def cmd_evaluate(args) -> None:
-    from study.evaluate import evaluate
+    from study.evaluation.evaluate import default_evaluation_folder, evaluate
 
     config = load_config(args.preset, args.set) if args.preset else None
-    evaluate(args.run, config, args.data, args.splits, args.out)
+    out = Path(args.out or default_evaluation_folder(args.run))
+    with command_session(args, out):
+        evaluate(args.run, config, args.data, args.splits, out)
 
 
 def cmd_reproduce(args) -> None:
-    from study.report import reproduce
+    from study.evaluation.reproduce import default_report_folder, reproduce
 
-    reproduce(load_config(args.preset, args.set), args.data, args.out)
+    config = load_config(args.preset, args.set)
+    out = Path(args.out or default_report_folder(config))
+    with command_session(args, out):
+        reproduce(config, args.data, out)
 
 
 def cmd_sweep(args) -> None:
-    from study.sweep import resume, sweep
+    from study.sweeps.driver import default_sweep_name, resume, sweep
+    from study.sweeps.plan import sweep_folder
 
     if args.resume:
         if args.preset or args.space or args.set:
             raise ConfigError("--resume takes the sweep folder only: its config and search space are stored there")
-        resume(args.resume)
+        with command_session(args, args.resume):
+            resume(args.resume)
         return
     if not (args.preset and args.space):
         raise ConfigError("a new sweep needs --preset and --space (or --resume <sweep folder>)")
-    sweep(load_config(args.preset, args.set), args.space, args.trials, args.data, args.name, args.init)
+    config = load_config(args.preset, args.set)
+    name = args.name or default_sweep_name(config, args.space)
+    with command_session(args, sweep_folder(config, name)):
+        sweep(config, args.space, args.trials, args.data, name, args.init)
 
 
 def cmd_predict(args) -> None:
-    from study.predict import predict
+    from study.evaluation.predict import predict
 
     config = load_config(args.preset, args.set) if args.preset else None
-    predict(args.model, args.images, config, args.subject, args.landmarks_3d, args.out)
+    with command_session(args, args.out):
+        predict(args.model, args.images, config, args.subject, args.landmarks_3d, args.out)
 
 
 def cmd_demo(args) -> None:
-    from study.generate import default_out_dir, generate
-    from study.preview import write_preview
-    from study.report import reproduce
-    from study.sweep import SPACES_DIR, resume, sweep, sweep_folder
-    from study.tracking import Tracker
+    from study.data.generate import default_out_dir
+    from study.demo import run_demo
+    from study.evaluation.reproduce import default_report_folder
 
     config = load_config("demo", args.set)
-    data_dir = Path(args.out or default_out_dir(config))
-    print("demo 1/4: the phantom DRR data set and a preview")
-    generate(config, data_dir)
-    print(f"preview: {write_preview(data_dir, data_dir / 'preview.png')}")
-    print("demo 2/4: the paper's four strategies, then Table 1 (study reproduce --preset demo)")
-    reproduce(config, data_dir)
-    name = f"{config.name}-sweep-finetune"
-    print(f"demo 3/4: a {args.trials}-trial fine-tune sweep from the shared baseline (study sweep --preset demo "
-          f"--space search_spaces/finetune.yaml --trials {args.trials})")
-    folder = sweep_folder(config, name)
-    if folder.exists():
-        result = resume(folder)
-    else:
-        result = sweep(config, SPACES_DIR / "finetune.yaml", args.trials, data_dir, name)
-    uri = Tracker.for_uri(config).uri
-    print("demo 4/4: where to look")
-    print(f"  Table 1 and plots:   reports/{config.name}/ (table1.md, per_landmark_rmse.png, error_cdf.png, examples.png)")
-    print(f"  the sweep:           {result.folder}/report/ (trials.csv, optimization_history.png, best_config.yaml)")
-    print(f"  registered model:    {result.registered}")
-    print(f"  MLflow:              mlflow ui --backend-store-uri {uri} --port 5000   (then http://127.0.0.1:5000,")
-    print(f"                       experiment '{config.tracking.experiment or config.name}': '{config.name}-reproduce' and '{name}' are parent runs)")
+    with command_session(args, default_report_folder(config)):
+        run_demo(config, Path(args.out or default_out_dir(config)), args.trials)
 
 
 def add_config_arguments(command: argparse.ArgumentParser, required: bool = True) -> None:
     """``--preset`` (alias ``--config``) and repeated ``--set KEY=VALUE`` overrides."""
-    help_text = "a preset name (demo, paper) or a YAML file" + ("" if required else " (default: the one stored in the checkpoint)")
+    help_text = "a preset name (demo, paper) or a YAML file"
+    help_text += "" if required else " (default: the one stored in the checkpoint)"
     command.add_argument("--preset", "--config", dest="preset", required=required, help=help_text)
     command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="study", description=__doc__)
+    parser = argparse.ArgumentParser(prog="study", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", help="show Ray's, MLflow's and torch's messages here instead of in study.log"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    generate = commands.add_parser("generate", help="render a cohort's DRRs into Parquet shards (resumable)")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
+
+    generate = command("generate", "render a cohort's DRRs into Parquet shards (resumable)")
     add_config_arguments(generate)
     generate.add_argument("--out", help="data set folder (default: data/<config name>)")
     generate.set_defaults(handler=cmd_generate)
 
-    preview = commands.add_parser("preview", help="a PNG contact sheet of DRRs with numbered landmarks")
+    preview = command("preview", "a PNG contact sheet of DRRs with numbered landmarks")
     preview.add_argument("--data", required=True, help="a data set folder made by 'study generate'")
     preview.add_argument("--out", help="PNG path (default: <data>/preview.png)")
     preview.add_argument("--count", type=int, default=12, help="number of DRRs to draw")
     preview.add_argument("--export", metavar="DIR", help="also write each drawn DRR as a 16-bit PNG into DIR")
     preview.set_defaults(handler=cmd_preview)
 
-    train = commands.add_parser("train", help="train one strategy of a config's train section on Ray Train")
+    train = command("train", "train one strategy of a config's train section on Ray Train")
     add_config_arguments(train)
-    train.add_argument("--strategy", required=True, help="a strategy of the config (baseline, composite, pose_only, finetune)")
-    train.add_argument("--init", help="start from a checkpoint folder, an MLflow run id, or another strategy's best checkpoint")
+    train.add_argument(
+        "--strategy", required=True, help="a strategy of the config (baseline, composite, pose_only, finetune)"
+    )
+    train.add_argument(
+        "--init", help="start from a checkpoint folder, an MLflow run id, or another strategy's best checkpoint"
+    )
     train.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
     train.add_argument("--name", help="run name (default: <config name>-<strategy>); the same name resumes")
     train.set_defaults(handler=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="a trained model on the test splits (RMSE, pose errors), logged to its MLflow run")
+    evaluate = command("evaluate", "a trained model on the test splits (RMSE, pose errors), logged to its MLflow run")
     evaluate.add_argument("--run", required=True, help="an MLflow run id, or a checkpoint folder")
-    evaluate.add_argument("--splits", nargs="+", default=["novel_view", "novel_subject"], choices=["val", "novel_view", "novel_subject"])
+    evaluate.add_argument("--splits", nargs="+", default=list(TEST_SPLITS), choices=["val", *TEST_SPLITS])
     add_config_arguments(evaluate, required=False)
     evaluate.add_argument("--data", help="data set folder (default: data/<config name>)")
     evaluate.add_argument("--out", help="output folder (default: evaluations/<run id or checkpoint name>)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    reproduce = commands.add_parser("reproduce", help="the paper's four strategies, then Table 1 (Markdown, CSV, plots, MLflow)")
+    reproduce = command("reproduce", "the paper's four strategies, then Table 1 (Markdown, CSV, plots, MLflow)")
     add_config_arguments(reproduce)
     reproduce.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
     reproduce.add_argument("--out", help="report folder (default: reports/<config name>)")
     reproduce.set_defaults(handler=cmd_reproduce)
 
-    sweep = commands.add_parser("sweep", help="a Ray Tune + Optuna sweep over a search space, every trial an MLflow child run")
+    sweep = command("sweep", "a Ray Tune + Optuna sweep over a search space, every trial an MLflow child run")
     add_config_arguments(sweep, required=False)
-    sweep.add_argument("--space", help="a search space YAML (search_spaces/finetune.yaml, composite.yaml, strategy.yaml)")
+    sweep.add_argument("--space", help="a shipped search space (finetune, composite, strategy) or a YAML file")
     sweep.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
     sweep.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
-    sweep.add_argument("--name", help="sweep name (default: <config name>-sweep-<space>); its folder is <sweep.storage>/<name>")
-    sweep.add_argument("--init", help="the checkpoint or MLflow run every trial starts from (default: the strategy's init, trained once)")
+    sweep.add_argument(
+        "--name", help="sweep name (default: <config name>-sweep-<space>); its folder is <sweep.storage>/<name>"
+    )
+    sweep.add_argument(
+        "--init",
+        help="the checkpoint or MLflow run every trial starts from (default: the strategy's init, trained once)",
+    )
     sweep.add_argument("--resume", metavar="FOLDER", help="continue an interrupted sweep from its folder")
     sweep.set_defaults(handler=cmd_sweep)
 
-    predict = commands.add_parser("predict", help="landmarks (JSON + overlay PNG) of X-ray images, and the C-arm pose given 3D landmarks")
+    predict = command(
+        "predict", "landmarks (JSON + overlay PNG) of X-ray images, and the C-arm pose given 3D landmarks"
+    )
     predict.add_argument("--model", required=True, help="an MLflow run id, or a checkpoint folder")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, TIFF, DICOM or NIfTI X-ray images")
-    predict.add_argument("--subject", help="the subject's CT (.nii.gz) with its landmark file beside it: also estimate the pose")
-    predict.add_argument("--landmarks-3d", dest="landmarks_3d", help="a landmark file (RAS/LPS mm, CT-centred): also estimate the pose")
+    predict.add_argument(
+        "--subject", help="the subject's CT (.nii.gz) with its landmark file beside it: also estimate the pose"
+    )
+    predict.add_argument(
+        "--landmarks-3d", dest="landmarks_3d", help="a landmark file (RAS/LPS mm, CT-centred): also estimate the pose"
+    )
     add_config_arguments(predict, required=False)
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
     predict.set_defaults(handler=cmd_predict)
 
-    demo = commands.add_parser("demo", help="the whole demo study: data, the four strategies, Table 1, a fine-tune sweep")
+    demo = command("demo", "the whole demo study: data, the four strategies, Table 1, a fine-tune sweep")
     demo.add_argument("--out", help="data set folder (default: data/demo)")
     demo.add_argument("--trials", type=int, default=8, help="trials of the fine-tune sweep (default 8)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
@@ -175,10 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = " ".join(["study", *argv])
     try:
         args.handler(args)
-    except ValueError as error:  # ConfigError, DatasetError, VolumeError, ImageError and bad checkpoints
-        print(f"error: {error}", file=sys.stderr)
+    except CommandFailed as failure:
+        return failure.code
+    except ValueError as error:  # before the command's session: a config that does not load
+        console.warn(f"error: {error}")
         return 2
     return 0

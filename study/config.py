@@ -9,6 +9,7 @@ a YAML file. Overrides are ``dotted.path=value`` strings whose value is parsed a
 ``data.image_size=64`` or ``data.poses.rotation_deg=[10,10,10]``.
 """
 
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -17,10 +18,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from components.augment import IntensityRanges
 from components.geometry import Camera, rescale
-from components.losses import LOSSES, LossContext
+from components.losses import LOSSES, LossContext, LossSettings
+from components.model import UNetSettings
 from components.poses import PoseRanges
+from components.training import SELECTION_METRICS
 
-PRESETS_DIR = Path(__file__).parent / "presets"
+__all__ = [
+    "PRESETS_DIR",
+    "SPACES_DIR",
+    "ConfigError",
+    "StudyConfig",
+    "find_yaml",
+    "load_config",
+    "problems",
+    "read_yaml_mapping",
+]
+
+PACKAGE_DIR = Path(str(resources.files("study")))  # presets and search spaces ship inside the package
+PRESETS_DIR = PACKAGE_DIR / "presets"
+SPACES_DIR = PACKAGE_DIR / "search_spaces"
 
 
 class ConfigError(ValueError):
@@ -77,8 +93,13 @@ class DetectorConfig(Strict):
 
     def camera(self) -> Camera:
         return Camera(
-            sdd=self.sdd, height=self.height, width=self.width or self.height,
-            delx=self.delx, dely=self.dely or self.delx, x0=self.x0, y0=self.y0,
+            sdd=self.sdd,
+            height=self.height,
+            width=self.width or self.height,
+            delx=self.delx,
+            dely=self.dely or self.delx,
+            x0=self.x0,
+            y0=self.y0,
         )
 
 
@@ -117,33 +138,6 @@ class DataConfig(Strict):
         return camera
 
 
-class ModelConfig(Strict):
-    """The U-Net (``components.model.make_unet``)."""
-
-    encoder: str = "resnet18"
-    encoder_depth: int = Field(4, ge=3, le=5)
-    decoder_channels: tuple[int, ...] | None = None
-    encoder_weights: str | None = Field(None, description="a local encoder state dict; never downloaded")
-
-
-class LossConfig(Strict):
-    """Settings shared by the losses (``components.losses.LossContext``)."""
-
-    temperature: float = Field(1.0, gt=0, description="soft-argmax temperature")
-    target: Literal["disk", "gaussian"] = "disk"
-    radius: float = Field(3.0, gt=0, description="disk target radius, px")
-    sigma: float = Field(2.0, gt=0, description="Gaussian target standard deviation, px")
-    pos_weight: float | None = Field(None, gt=0, description="BCE weight of the landmark pixels")
-    solver: Literal["implicit", "unrolled"] = "implicit"
-    rotation_weight: float = Field(1.0, ge=0, description="pose loss per degree")
-    translation_weight: float = Field(1.0, ge=0, description="pose loss per mm")
-    robust: Literal["huber", "cauchy"] | None = None
-    unrolled_iterations: int = Field(100, ge=1)
-
-    def context(self, camera: Camera, source_to_isocenter: float) -> LossContext:
-        return LossContext(camera=camera, source_to_isocenter=source_to_isocenter, **self.model_dump())
-
-
 class PhaseConfig(Strict):
     """One phase of a strategy: its losses and weights, length and optimizer."""
 
@@ -175,39 +169,29 @@ class StrategyConfig(Strict):
     phases: list[PhaseConfig] = Field(min_length=1)
 
 
-class AugmentConfig(Strict):
-    """Intensity augmentation (``components.augment``); geometry is never touched."""
-
-    contrast: tuple[float, float] = (0.8, 1.25)
-    gamma: tuple[float, float] = (0.7, 1.4)
-    noise_std: tuple[float, float] = (0.0, 0.03)
-
-    @model_validator(mode="after")
-    def ranges_are_valid(self):
-        self.ranges()
-        return self
-
-    def ranges(self) -> IntensityRanges:
-        return IntensityRanges(self.contrast, self.gamma, self.noise_std)
-
-
 class TrainConfig(Strict):
     """How to train: the model, losses, strategies, and the Ray Train resources."""
 
     strategies: dict[str, StrategyConfig]
     seed: int | None = Field(None, description="training seed (default: the study's seed, which also made the data)")
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    augment: AugmentConfig | None = None
+    model: UNetSettings = UNetSettings()
+    loss: LossSettings = LossSettings()
+    augment: IntensityRanges | None = Field(None, description="intensity augmentation (None: off)")
     batch_size: int = Field(8, ge=1, description="per worker")
     workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes)")
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool | None = Field(None, description="default: when Ray has GPUs")
     amp: bool = Field(True, description="mixed precision on GPU")
-    divergence_factor: float | None = Field(10.0, gt=1, description="diverged when the running (median of 5 steps) loss exceeds this times its start")
-    selection_metric: Literal["val_rmse_px", "val_rmse_soft_px", "val_mtre_mm"] = "val_rmse_px"
+    divergence_factor: float | None = Field(
+        10.0, gt=1, description="diverged when the running (median of 5 steps) loss exceeds this times its start"
+    )
+    selection_metric: Literal[SELECTION_METRICS] = "val_rmse_px"
     max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from the last checkpoint")
     storage: str = Field("runs", description="Ray Train storage folder (or URI on a cluster)")
+
+    def loss_context(self, data: DataConfig) -> LossContext:
+        """What the losses need: the settings, and the detector at the training resolution."""
+        return LossContext(data.render_camera(), data.poses.source_to_isocenter, self.loss)
 
     @model_validator(mode="after")
     def inits_name_known_strategies(self):
@@ -232,7 +216,9 @@ class TrackingConfig(Strict):
 class ReportConfig(Strict):
     """How ``study evaluate`` and ``study reproduce`` measure and report."""
 
-    seeds: list[int] | None = Field(None, min_length=1, description="training seeds of a reproduction (default: the training seed)")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="training seeds of a reproduction (default: the training seed)"
+    )
     success_mm: float = Field(10.0, gt=0, description="a registration succeeds when its mTRE is below this")
     bootstrap_resamples: int = Field(1000, ge=10)
     examples: int = Field(4, ge=0, description="images per strategy drawn with their predictions")
@@ -245,7 +231,9 @@ class SweepConfig(Strict):
     trials); with more it runs a ``TorchTrainer`` of that many DDP workers (multi-GPU trials).
     """
 
-    workers_per_trial: int = Field(1, ge=1, description="1: train in the trial's process; more: DDP workers of a TorchTrainer")
+    workers_per_trial: int = Field(
+        1, ge=1, description="1: train in the trial's process; more: DDP workers of a TorchTrainer"
+    )
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float | None = Field(None, ge=0, description="default: 1 when Ray has GPUs, else 0")
     max_concurrent: int | None = Field(None, ge=1, description="default: as many trials as the resources allow")
@@ -269,7 +257,7 @@ class StudyConfig(Strict):
         return self.seed if self.train is None or self.train.seed is None else self.train.seed
 
     def run_name(self, strategy: str) -> str:
-        """The default name of a strategy's training run: ``<name>-<strategy>``, plus ``-seed<k>`` for another training seed."""
+        """A strategy's default run name: ``<name>-<strategy>``, plus ``-seed<k>`` for another training seed."""
         seed = self.training_seed()
         return f"{self.name}-{strategy}" + (f"-seed{seed}" if seed != self.seed else "")
 
@@ -278,18 +266,21 @@ class StudyConfig(Strict):
         return self.model_dump(mode="json", include={"name", "seed", "data"})
 
 
-def resolve_path(name_or_path: str) -> Path:
-    """A preset name or a YAML path -> the YAML file."""
+def find_yaml(name_or_path: str | Path, shipped: Path, what: str, kind: str) -> Path:
+    """A YAML file: a path as given, else ``<name>.yaml`` in the package folder ``shipped``.
+
+    ``what`` and ``kind`` name the file in errors, e.g. "config" and "preset".
+    """
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if not candidate.is_file():
-            raise ConfigError(f"{candidate}: config file not found")
+            raise ConfigError(f"{candidate}: {what} file not found")
         return candidate
-    preset = PRESETS_DIR / f"{name_or_path}.yaml"
-    if not preset.is_file():
-        names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-        raise ConfigError(f"{name_or_path}: neither a config file nor a preset (presets: {names})")
-    return preset
+    packaged = shipped / f"{name_or_path}.yaml"
+    if not packaged.is_file():
+        names = ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
+        raise ConfigError(f"{name_or_path}: neither a {what} file nor a {kind} ({kind}s: {names})")
+    return packaged
 
 
 def apply_override(raw: dict, override: str) -> None:
@@ -324,7 +315,7 @@ def problems(error: ValidationError) -> str:
 
 def load_config(name_or_path: str, overrides: list[str] = ()) -> StudyConfig:
     """The validated study config of a preset or YAML file, with overrides applied."""
-    path = resolve_path(name_or_path)
+    path = find_yaml(name_or_path, PRESETS_DIR, "config", "preset")
     raw = read_yaml_mapping(path)
     for override in overrides:
         apply_override(raw, override)

@@ -1,4 +1,8 @@
-"""Connecting to Ray: a cluster when ``RAY_ADDRESS`` names one, else a local instance."""
+"""Connecting to Ray: a cluster when ``RAY_ADDRESS`` names one, else a local instance.
+
+A process starts or joins Ray once (``ensure_ray``); a command that started it shuts it down at its
+end (``release_ray``), so that Ray's shutdown messages land in the command's log file.
+"""
 
 import logging
 import os
@@ -6,18 +10,36 @@ import os
 import ray
 from ray.data import DataContext
 
+from study import console
+
+__all__ = ["ensure_ray", "release_ray"]
+
+_started_here = False
+
 
 def ensure_ray() -> None:
     """Start or join Ray once per process (tests start it themselves, once per session).
 
-    A local instance gets its dashboard on 127.0.0.1 (Ray Train's state queries need it).
+    Inside a command's session Ray logs at INFO (into the log file, or to the terminal with
+    ``--verbose``); otherwise at WARNING.
     """
+    global _started_here
     quiet_data_context()
     # Ray Train's controller polls its workers this often; the default 2 s adds up to 2 s per epoch.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-    if ray.is_initialized():
-        return
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING)
+    if not ray.is_initialized():
+        level = logging.INFO if console.in_session() else logging.WARNING
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=level)
+        _started_here = True
+    console.listen_to_ray()
+
+
+def release_ray() -> None:
+    """Shut Ray down if this process started it (a command's last step)."""
+    global _started_here
+    if _started_here and ray.is_initialized():
+        ray.shutdown()
+    _started_here = False
 
 
 def quiet_data_context() -> None:

@@ -20,6 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from study.config import StudyConfig
 
+__all__ = ["RUN_NAME_TAG", "Tracker", "log_metrics", "tracking_uri"]
+
 REPO = Path(__file__).resolve().parents[1]
 RUN_NAME_TAG = "study.run_name"
 PARAM_LIMIT = 6000
@@ -34,8 +36,12 @@ def tracking_uri(config: StudyConfig | None) -> str:
 def git_commit() -> str:
     """The code version: the git commit of the repository (with ``-dirty`` for local changes)."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -56,7 +62,9 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict, step: int) -> None:
     """Log the numeric entries of ``metrics`` at ``step`` in one batch (others, e.g. a status, are skipped)."""
     now = int(1000 * time.time())
-    numeric = [Metric(key, float(value), now, step) for key, value in metrics.items() if isinstance(value, (int, float))]
+    numeric = [
+        Metric(key, float(value), now, step) for key, value in metrics.items() if isinstance(value, (int, float))
+    ]
     client.log_batch(run_id, metrics=numeric)
 
 
@@ -85,11 +93,16 @@ class Tracker:
     def find_run(self, run_name: str):
         """The latest run logged under ``run_name`` (the study's run name tag), or None."""
         runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", order_by=["attributes.start_time DESC"], max_results=1
+            [self.experiment_id],
+            filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
         )
         return runs[0] if runs else None
 
-    def start_run(self, run_name: str, config: StudyConfig, tags: dict[str, str], parent_run_id: str | None = None) -> str:
+    def start_run(
+        self, run_name: str, config: StudyConfig, tags: dict[str, str], parent_run_id: str | None = None
+    ) -> str:
         """A run for ``run_name``: the unfinished one of that name if any (a resumed run), else a new one."""
         previous = self.find_run(run_name)
         if previous is not None and previous.info.status in ("RUNNING", "FAILED", "KILLED"):
@@ -102,7 +115,7 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         params = [Param(key, value[:PARAM_LIMIT]) for key, value in flatten(config.model_dump(mode="json")).items()]
         for start in range(0, len(params), 100):
-            self.client.log_batch(run.info.run_id, params=params[start:start + 100])
+            self.client.log_batch(run.info.run_id, params=params[start : start + 100])
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -125,10 +138,12 @@ class Tracker:
         """The best checkpoint logged by run ``run_id``, downloaded to a temporary folder."""
         try:
             self.client.get_run(run_id)
-        except Exception as error:  # noqa: BLE001 - MlflowException for an unknown id
+        except Exception as error:
             raise ValueError(f"{run_id}: neither a checkpoint path nor an MLflow run at {self.uri}") from error
         folder = Path(tempfile.mkdtemp(prefix="study-init-"))
         try:
             return Path(self.client.download_artifacts(run_id, "best_checkpoint", str(folder)))
-        except Exception as error:  # noqa: BLE001
-            raise ValueError(f"MLflow run {run_id} has no best_checkpoint artifact (did it finish training?)") from error
+        except Exception as error:
+            raise ValueError(
+                f"MLflow run {run_id} has no best_checkpoint artifact (did it finish training?)"
+            ) from error

@@ -2,24 +2,14 @@ import logging
 
 import pytest
 
-TINY_CONFIG = """
-name: tiny
-seed: 3
-data:
-  cohort:
-    kind: phantom
-    subjects: {train: 2, val: 1, novel_subject: 1}
-    voxel_size_mm: 4.0
-  views: {train: 4, novel_view: 2, val: 3, novel_subject: 3}
-  detector: {sdd: 1020.0, height: 1436, delx: 0.3}
-  image_size: 48
-  poses:
-    rotation_deg: [15.0, 15.0, 15.0]
-    translation_mm: [20.0, 40.0, 20.0]
-    source_to_isocenter: 800.0
-  renderer: {name: trilinear}
-  shard_size: 2
-"""
+from tests.helpers import TINY_CONFIG
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts Ray (fixture ``ray_session``) belongs to the slow tier."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} starts Ray (fixture ray_session) but is not marked slow")
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,9 @@ def test_setup_installs_the_synced_project(launcher):
     assert launcher["file_mounts"] == {"~/study": "."}
     assert ".gitignore" in launcher["rsync_filter"]  # not .venv/, data/, runs/, mlartifacts/
     for commands in (launcher["head_setup_commands"], launcher["worker_setup_commands"]):
-        assert any("cd ~/study" in command and "pip install" in command and "--editable ." in command for command in commands)
+        assert any(
+            "cd ~/study" in command and "pip install" in command and "--editable ." in command for command in commands
+        )
 
 
 def test_dashboard_and_mlflow_stay_on_loopback(launcher):
@@ -111,7 +113,8 @@ def test_kuberay_cluster_autoscales_gpu_workers():
     assert head["rayStartParams"]["num-cpus"] == "0"
     assert head["template"]["spec"]["containers"][0]["image"].startswith(f"rayproject/ray:{ray.__version__}-")
     gpu_groups = [
-        group for group in spec["workerGroupSpecs"]
+        group
+        for group in spec["workerGroupSpecs"]
         if group["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0) >= 1
     ]
     assert gpu_groups

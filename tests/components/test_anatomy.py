@@ -1,6 +1,13 @@
 import pytest
 
-from components.anatomy import LANDMARK_DESCRIPTIONS, LANDMARK_NAMES, LEFT_RIGHT_PAIRS, MIDLINE, N_LANDMARKS, mirror_index
+from components.anatomy import (
+    LANDMARK_DESCRIPTIONS,
+    LANDMARK_NAMES,
+    LEFT_RIGHT_PAIRS,
+    MIDLINE,
+    N_LANDMARKS,
+    mirror_index,
+)
 
 
 def test_the_papers_order():

@@ -25,7 +25,10 @@ def test_assign_splits_in_order_for_phantoms_and_shuffled_for_real_subjects():
 
 @pytest.mark.parametrize(
     "counts, message",
-    [({"train": 5, "val": 1, "novel_subject": 1}, "has 6 subjects, but the splits ask for 7"), ({"test": 1}, "unknown split")],
+    [
+        ({"train": 5, "val": 1, "novel_subject": 1}, "has 6 subjects, but the splits ask for 7"),
+        ({"test": 1}, "unknown split"),
+    ],
 )
 def test_assign_splits_errors(counts, message):
     with pytest.raises(ValueError, match=message):
@@ -48,7 +51,11 @@ def test_folder_cohort_pairs_cts_with_landmark_files(tmp_path):
 
 @pytest.mark.parametrize(
     "files, message",
-    [([], "no CT volumes"), (["a.nii.gz"], "no landmark file for subject 'a'"), (["a.nii.gz", "a.csv", "a.fcsv"], "several landmark files")],
+    [
+        ([], "no CT volumes"),
+        (["a.nii.gz"], "no landmark file for subject 'a'"),
+        (["a.nii.gz", "a.csv", "a.fcsv"], "several landmark files"),
+    ],
 )
 def test_folder_cohort_errors(tmp_path, files, message):
     for name in files:

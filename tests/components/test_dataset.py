@@ -33,7 +33,7 @@ def test_write_read_round_trip(tmp_path):
 
 def test_tensors_scale_images_to_unit_range():
     tensors = make_rows().tensors()
-    assert tensors["image"].dtype.is_floating_point and 0 <= tensors["image"].min() and tensors["image"].max() <= 1
+    assert tensors["image"].dtype.is_floating_point and tensors["image"].min() >= 0 and tensors["image"].max() <= 1
 
 
 def test_concat_keeps_order():
@@ -44,7 +44,7 @@ def test_concat_keeps_order():
 def test_corrupt_shard_gets_a_one_line_error(tmp_path):
     path = tmp_path / "broken.parquet"
     write_shard(make_rows(), path)
-    path.write_bytes(path.read_bytes()[: 200])
+    path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(DatasetError, match=f"{path}: not a readable Parquet file") as error:
         read_shard(path)
     assert "\n" not in str(error.value)
@@ -62,7 +62,10 @@ def test_missing_shard(tmp_path):
     [
         (pa.table({"x": [1, 2]}), "no 'image' column"),
         (make_rows().to_table().drop_columns(["pose"]), "column 'pose' is missing"),
-        (make_rows().to_table().set_column(1, "view_id", pa.array(["a", "b", "c"])), "column 'view_id' is string, expected int32"),
+        (
+            make_rows().to_table().set_column(1, "view_id", pa.array(["a", "b", "c"])),
+            "column 'view_id' is string, expected int32",
+        ),
     ],
 )
 def test_wrong_schema_names_the_file_and_column(tmp_path, table, message):

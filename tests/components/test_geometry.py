@@ -25,8 +25,14 @@ def diffdrr_module(camera: Camera) -> DRR:
     volume = ScalarImage(tensor=torch.zeros(1, 8, 8, 8), affine=np.diag([2.0, 2.0, 2.0, 1.0]))
     subject = read(volume)
     drr = DRR(
-        subject, sdd=camera.sdd, height=camera.height, width=camera.width,
-        delx=camera.delx, dely=camera.dely, x0=camera.x0, y0=camera.y0,
+        subject,
+        sdd=camera.sdd,
+        height=camera.height,
+        width=camera.width,
+        delx=camera.delx,
+        dely=camera.dely,
+        x0=camera.x0,
+        y0=camera.y0,
     )
     return drr.to(torch.float64)
 
@@ -92,7 +98,9 @@ def test_batched_equals_looped():
 def test_pose_matrix_pose_round_trip():
     generator = torch.Generator().manual_seed(3)
     rotvec = torch.randn(64, 3, generator=generator, dtype=torch.float64)
-    rotvec = rotvec / rotvec.norm(dim=-1, keepdim=True) * torch.rand(64, 1, generator=generator, dtype=torch.float64) * 3.1
+    rotvec = (
+        rotvec / rotvec.norm(dim=-1, keepdim=True) * torch.rand(64, 1, generator=generator, dtype=torch.float64) * 3.1
+    )
     pose = torch.cat([rotvec, torch.randn(64, 3, generator=generator, dtype=torch.float64) * 100], -1)
     assert torch.allclose(geometry.matrix_to_pose(geometry.pose_to_matrix(pose)), pose, atol=1e-9)
 

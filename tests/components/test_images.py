@@ -3,29 +3,11 @@ import pytest
 from PIL import Image
 
 from components.images import ImageError, read_xray
+from tests.helpers import write_dicom
 
 
 def ramp(height=32, width=48):
     return (np.arange(height * width).reshape(height, width) * 7 % 60000).astype(np.uint16)
-
-
-def write_dicom(path, pixels, monochrome1=False, slope=1.0, intercept=0.0):
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # computed radiography
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel, dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 1, 16, 16, 15
-    dataset.PixelRepresentation = 0
-    dataset.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
-    dataset.PixelData = pixels.astype(np.uint16).tobytes()
-    pydicom.dcmwrite(path, dataset, enforce_file_format=True)
 
 
 def expected(pixels):

@@ -5,8 +5,8 @@ import torch
 
 from components import geometry, heatmaps, losses, registration
 from components.geometry import Camera
-from components.losses import LossContext, WeightedLoss
-from components.model import make_unet
+from components.losses import LossContext, LossSettings, WeightedLoss
+from components.model import UNetSettings, make_unet
 from components.phantom import phantom_subject
 
 CAMERA = Camera(sdd=1020.0, height=64, width=64, delx=431 / 64, dely=431 / 64)
@@ -17,10 +17,17 @@ def batch():
     """Two views of a phantom at 64 px: true poses, landmarks and visibility."""
     landmarks_3d = torch.from_numpy(phantom_subject(0, voxel_size=4.0).landmarks).expand(2, -1, -1).clone()
     angles = torch.tensor([[0.05, -0.1, 0.08], [-0.1, 0.05, 0.0]], dtype=torch.float64)
-    pose = geometry.pose_from_euler_zxy(angles, torch.tensor([[5.0, 800.0, -8.0], [-6.0, 790.0, 4.0]], dtype=torch.float64))
+    pose = geometry.pose_from_euler_zxy(
+        angles, torch.tensor([[5.0, 800.0, -8.0], [-6.0, 790.0, 4.0]], dtype=torch.float64)
+    )
     landmarks_2d = geometry.project(landmarks_3d, pose, CAMERA)
-    return {"image": torch.zeros(2, 1, 64, 64), "landmarks_2d": landmarks_2d, "visible": torch.ones(2, 8, dtype=torch.bool),
-            "landmarks_3d": landmarks_3d, "pose": pose}
+    return {
+        "image": torch.zeros(2, 1, 64, 64),
+        "landmarks_2d": landmarks_2d,
+        "visible": torch.ones(2, 8, dtype=torch.bool),
+        "landmarks_3d": landmarks_3d,
+        "pose": pose,
+    }
 
 
 def peaked_logits(points: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
@@ -33,13 +40,13 @@ def test_registry_knows_the_four_losses():
 
 
 def test_bce_of_zero_logits_is_log_two(batch):
-    value, parts = losses.LOSSES["bce"](torch.zeros(2, 8, 64, 64), batch, LossContext(CAMERA))
+    value, parts = losses.LOSSES["bce"](torch.zeros(2, 8, 64, 64), batch, LossContext(CAMERA, 800.0))
     assert value.item() == pytest.approx(math.log(2)) and parts["bce"] == pytest.approx(math.log(2))
 
 
 def test_bce_positive_weight_and_invisible_masking(batch):
     # logits 0 everywhere: per pixel ln 2 * (pos_weight on the disk pixels, 1 elsewhere).
-    context = LossContext(CAMERA, radius=1.0, pos_weight=5.0)
+    context = LossContext(CAMERA, 800.0, LossSettings(radius=1.0, pos_weight=5.0))
     masked = dict(batch, visible=batch["visible"].clone())
     masked["visible"][:, 1:] = False
     value, _ = losses.LOSSES["bce"](torch.zeros(2, 8, 64, 64), masked, context)
@@ -50,31 +57,33 @@ def test_bce_positive_weight_and_invisible_masking(batch):
 
 def test_landmark_loss_is_the_mean_distance(batch):
     shifted = batch["landmarks_2d"] + torch.tensor([3.0, 4.0], dtype=torch.float64)
-    value, parts = losses.LOSSES["landmark"](peaked_logits(shifted), batch, LossContext(CAMERA))
+    value, parts = losses.LOSSES["landmark"](peaked_logits(shifted), batch, LossContext(CAMERA, 800.0))
     assert value.item() == pytest.approx(5.0, abs=1e-3) and parts["landmark_px"] == pytest.approx(5.0, abs=1e-3)
 
 
 @pytest.mark.parametrize("name", ["pose", "reprojection"])
 def test_registration_losses_vanish_at_the_truth(batch, name):
-    value, _ = losses.LOSSES[name](peaked_logits(batch["landmarks_2d"]), batch, LossContext(CAMERA))
+    value, _ = losses.LOSSES[name](peaked_logits(batch["landmarks_2d"]), batch, LossContext(CAMERA, 800.0))
     assert abs(value.item()) < 1e-3
 
 
 def test_pose_loss_weights_rotation_degrees_and_translation_mm(batch):
     moved = batch["landmarks_2d"] + torch.tensor([2.0, -1.0], dtype=torch.float64)
     logits = peaked_logits(moved)
-    context = LossContext(CAMERA, rotation_weight=2.0, translation_weight=0.5)
+    context = LossContext(CAMERA, 800.0, LossSettings(rotation_weight=2.0, translation_weight=0.5))
     value, parts = losses.LOSSES["pose"](logits, batch, context)
     assert parts["pose_rotation_deg"] > 0.1 and parts["pose_translation_mm"] > 1.0
-    assert value.item() == pytest.approx(2.0 * parts["pose_rotation_deg"] + 0.5 * parts["pose_translation_mm"], rel=1e-5)
+    assert value.item() == pytest.approx(
+        2.0 * parts["pose_rotation_deg"] + 0.5 * parts["pose_translation_mm"], rel=1e-5
+    )
 
 
 def test_reprojection_is_the_rms_pixel_error(batch):
     moved = batch["landmarks_2d"].clone()
     moved[:, 0] += torch.tensor([6.0, 0.0], dtype=torch.float64)  # one landmark off by 6 px
     logits = peaked_logits(moved)
-    value, _ = losses.LOSSES["reprojection"](logits, batch, LossContext(CAMERA))
-    solved = registration.solve(batch["landmarks_3d"], heatmaps.soft_argmax(logits.detach()).double(), CAMERA).pose
+    value, _ = losses.LOSSES["reprojection"](logits, batch, LossContext(CAMERA, 800.0))
+    solved = registration.solve(batch["landmarks_3d"], heatmaps.soft_argmax(logits.detach(), 1.0).double(), CAMERA).pose
     error = geometry.project(batch["landmarks_3d"], solved, CAMERA) - batch["landmarks_2d"]
     expected = error.pow(2).sum(-1).mean(-1).sqrt().mean()
     assert value.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -85,9 +94,9 @@ def test_reprojection_is_the_rms_pixel_error(batch):
 @pytest.mark.parametrize("name", ["pose", "reprojection"])
 def test_registration_losses_reach_the_model_parameters(batch, name, solver):
     torch.manual_seed(0)
-    model = make_unet(encoder_depth=3)
+    model = make_unet(UNetSettings(encoder_depth=3))
     logits = model(torch.randn(2, 1, 64, 64))
-    context = LossContext(CAMERA, temperature=1.0, solver=solver, unrolled_iterations=10)
+    context = LossContext(CAMERA, 800.0, LossSettings(temperature=1.0, solver=solver, unrolled_iterations=10))
     value, _ = losses.LOSSES[name](logits, batch, context)
     value.backward()
     gradients = [p.grad for p in model.parameters() if p.grad is not None]
@@ -97,7 +106,7 @@ def test_registration_losses_reach_the_model_parameters(batch, name, solver):
 
 def test_weighted_sum_of_named_losses(batch):
     logits = peaked_logits(batch["landmarks_2d"] + torch.tensor([3.0, 4.0], dtype=torch.float64))
-    context = LossContext(CAMERA)
+    context = LossContext(CAMERA, 800.0)
     total, parts = WeightedLoss({"bce": 1.0, "landmark": 0.1})(logits, batch, context)
     assert total.item() == pytest.approx(parts["bce"] + 0.1 * parts["landmark_px"], rel=1e-6)
     assert parts["loss"] == pytest.approx(total.item())

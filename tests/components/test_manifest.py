@@ -30,7 +30,7 @@ def test_claim_refuses_another_config_naming_the_keys(tmp_path):
 
 def test_claim_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(DatasetError, match="not empty, but has no manifest.json"):
+    with pytest.raises(DatasetError, match=r"not empty, but has no manifest\.json"):
         claim_folder(tmp_path, {"seed": 1})
 
 

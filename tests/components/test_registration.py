@@ -54,7 +54,9 @@ def test_noisy_fit_is_as_good_as_scipy_started_at_the_truth(landmarks, noise_px)
 
         def residual(pose, sample=sample):
             pose = torch.from_numpy(pose)[None]
-            return (geometry.project(points[sample : sample + 1], pose, CAMERA)[0] - observed[sample]).reshape(-1).numpy()
+            return (
+                (geometry.project(points[sample : sample + 1], pose, CAMERA)[0] - observed[sample]).reshape(-1).numpy()
+            )
 
         reference = least_squares(residual, poses[sample].numpy(), method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15)
         scipy_rmse = math.sqrt(np.mean(reference.fun.reshape(-1, 2) ** 2) * 2)
@@ -73,7 +75,9 @@ def test_implicit_gradient_matches_finite_differences_of_the_whole_solve(landmar
     weights = torch.linspace(0.5, 1.5, 16, dtype=torch.float64).reshape(2, 8)
     observed_grad, weights_grad = observed.clone().requires_grad_(), weights.clone().requires_grad_()
     pose = registration.solve(points, observed_grad, CAMERA, weights=weights_grad).pose
-    jacobians = [torch.autograd.grad(pose[:, k].sum(), (observed_grad, weights_grad), retain_graph=True) for k in range(6)]
+    jacobians = [
+        torch.autograd.grad(pose[:, k].sum(), (observed_grad, weights_grad), retain_graph=True) for k in range(6)
+    ]
 
     def solved(observed_=observed, weights_=weights):
         with torch.no_grad():
@@ -126,7 +130,9 @@ def test_bad_samples_are_flagged_without_harming_the_others(landmarks):
     weights[1, 3:] = 0.0  # 3 usable landmarks
     observed[2] = torch.nan  # no usable landmark
     points[3, :, 1] = 5.0  # coplanar landmarks
-    points[4] = torch.linspace(-100, 100, 8, dtype=torch.float64)[:, None] * torch.tensor([1.0, 0.2, 0.5], dtype=torch.float64)  # collinear
+    points[4] = torch.linspace(-100, 100, 8, dtype=torch.float64)[:, None] * torch.tensor(
+        [1.0, 0.2, 0.5], dtype=torch.float64
+    )  # collinear
     observed_grad = observed.clone().requires_grad_()
     result = registration.solve(points, observed_grad, CAMERA, weights=weights)
     assert result.converged.tolist() == [True, False, False, False, False, True]
@@ -160,7 +166,7 @@ def test_the_papers_identity_start_stays_available(landmarks):
 
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_unrolled_solver_from_the_ap_view_is_differentiable_and_bounded(landmarks, optimizer):
-    points, observed, poses = scene(landmarks, seed=14, batch_size=4, noise_px=1.0, max_degrees=10.0, max_mm=20.0)
+    points, observed, _ = scene(landmarks, seed=14, batch_size=4, noise_px=1.0, max_degrees=10.0, max_mm=20.0)
     low = torch.tensor([-0.5, -0.5, -0.5, -30.0, SID - 30.0, -30.0], dtype=torch.float64)
     high = torch.tensor([0.5, 0.5, 0.5, 30.0, SID + 30.0, 30.0], dtype=torch.float64)
     observed_grad = observed.clone().requires_grad_()
@@ -187,7 +193,10 @@ def test_unrolled_solver_stops_at_its_bounds(landmarks):
     "call, message",
     [
         (lambda p, o: registration.solve(p, o, CAMERA, robust="tukey"), "robust must be None, 'huber' or 'cauchy'"),
-        (lambda p, o: registration.solve_unrolled(p, o, CAMERA, geometry.ap_pose(SID, 1), optimizer="sgd"), "optimizer must be"),
+        (
+            lambda p, o: registration.solve_unrolled(p, o, CAMERA, geometry.ap_pose(SID, 1), optimizer="sgd"),
+            "optimizer must be",
+        ),
     ],
 )
 def test_bad_options_are_refused(landmarks, call, message):

@@ -25,27 +25,31 @@ def ras_affine() -> np.ndarray:
 
 def lps_style_affine() -> np.ndarray:
     """(4, 4) as a DICOM-converted CT: voxel axes run towards L and P (negative diagonal)."""
-    return np.array([
-        [-1.5, 0.0, 0.0, 150.0],
-        [0.0, -2.0, 0.0, 120.0],
-        [0.0, 0.0, 2.5, -300.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ])
+    return np.array(
+        [
+            [-1.5, 0.0, 0.0, 150.0],
+            [0.0, -2.0, 0.0, 120.0],
+            [0.0, 0.0, 2.5, -300.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
 
 
 AFFINES = {"ras": ras_affine(), "lps-style": lps_style_affine()}
 
 # (8, 3) voxel indices, SPS at the grid centre.
-INDICES = np.array([
-    [2.0, 3.5, 1.0],
-    [4.25, 20.0, 14.0],
-    [7.0, 9.0, 3.5],
-    CENTER_INDEX,
-    [10.0, 2.0, 12.75],
-    [13.5, 17.0, 6.0],
-    [16.0, 6.0, 9.0],
-    [18.5, 22.0, 15.0],
-])
+INDICES = np.array(
+    [
+        [2.0, 3.5, 1.0],
+        [4.25, 20.0, 14.0],
+        [7.0, 9.0, 3.5],
+        CENTER_INDEX,
+        [10.0, 2.0, 12.75],
+        [13.5, 17.0, 6.0],
+        [16.0, 6.0, 9.0],
+        [18.5, 22.0, 15.0],
+    ]
+)
 
 # Rows are written in this order, odd slots in lower case, to exercise name matching.
 WRITE_ORDER = (5, 2, 7, 0, 3, 6, 1, 4)
@@ -77,8 +81,10 @@ def write_fcsv(path, labels, points, system="LPS"):
     if system is not None:
         lines.append(f"# CoordinateSystem = {system}")
     lines.append("# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID")
-    lines += [f"{i + 1},{x!r},{y!r},{z!r},0,0,0,1,1,1,0,{label},,vtkMRMLScalarVolumeNode1"
-              for i, (label, (x, y, z)) in enumerate(zip(labels, points.tolist()))]
+    lines += [
+        f"{i + 1},{x!r},{y!r},{z!r},0,0,0,1,1,1,0,{label},,vtkMRMLScalarVolumeNode1"
+        for i, (label, (x, y, z)) in enumerate(zip(labels, points.tolist()))
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -89,9 +95,18 @@ def markup(labels, points, system="LPS", kind="Fiducial"):
     if system is not None:
         body["coordinateSystem"] = system
     body["controlPoints"] = [
-        {"id": str(i + 1), "label": label, "description": "", "associatedNodeID": "",
-         "position": list(map(float, position)), "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
-         "selected": True, "locked": False, "visibility": True, "positionStatus": "defined"}
+        {
+            "id": str(i + 1),
+            "label": label,
+            "description": "",
+            "associatedNodeID": "",
+            "position": list(map(float, position)),
+            "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
+            "selected": True,
+            "locked": False,
+            "visibility": True,
+            "positionStatus": "defined",
+        }
         for i, (label, position) in enumerate(zip(labels, points))
     ]
     body["measurements"] = []
@@ -99,8 +114,10 @@ def markup(labels, points, system="LPS", kind="Fiducial"):
 
 
 def write_mrk_json(path, *markups):
-    schema = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
-              "markups-schema-v1.0.3.json#")
+    schema = (
+        "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
+        "markups-schema-v1.0.3.json#"
+    )
     path.write_text(json.dumps({"@schema": schema, "markups": list(markups)}, indent=4))
     return path
 
@@ -140,8 +157,9 @@ ROUND_TRIPS = [
 
 @pytest.mark.parametrize("affine_name", AFFINES)
 @pytest.mark.parametrize("fmt,frame,system,coordinates", ROUND_TRIPS)
-def test_every_format_and_frame_loads_the_same_centred_landmarks(tmp_path, affine_name, fmt, frame, system,
-                                                                 coordinates):
+def test_every_format_and_frame_loads_the_same_centred_landmarks(
+    tmp_path, affine_name, fmt, frame, system, coordinates
+):
     affine = AFFINES[affine_name]
     ct = write_ct(tmp_path / "pelvis.nii.gz", affine)
     landmarks = write_landmarks(tmp_path / f"points.{fmt}", fmt, points_in(frame, affine), system)
@@ -185,8 +203,14 @@ def test_name_map_maps_the_users_labels(tmp_path):
     ct = write_ct(tmp_path / "pelvis.nii.gz", affine)
     labels = ["ASIS left", "IOF left", "MOF left", "SPS", "IPS", "MOF right", "IOF right", "ASIS right"]
     landmarks = write_landmarks(tmp_path / "points.fcsv", "fcsv", points_in("lps", affine), "LPS", labels)
-    name_map = {"asis LEFT": "L_ASIS", "IOF left": "l_iof", "MOF left": "L_MOF", "MOF right": "R_MOF",
-                "IOF right": "R_IOF", "ASIS right": "R_ASIS"}
+    name_map = {
+        "asis LEFT": "L_ASIS",
+        "IOF left": "l_iof",
+        "MOF left": "L_MOF",
+        "MOF right": "R_MOF",
+        "IOF right": "R_IOF",
+        "ASIS right": "R_ASIS",
+    }
 
     subject = load_subject(ct, landmarks, name_map=name_map)
 
@@ -195,7 +219,7 @@ def test_name_map_maps_the_users_labels(tmp_path):
 
 def test_markups_json_reads_each_fiducial_markup_in_its_own_system(tmp_path):
     affine = lps_style_affine()
-    ct = write_ct(tmp_path / "pelvis.nii.gz", affine)
+    write_ct(tmp_path / "pelvis.nii.gz", affine)
     ras, lps = points_in("ras", affine), points_in("lps", affine)
     unplaced = markup(["R_ASIS"], [[0.0, 0.0, 0.0]])["controlPoints"][0] | {"positionStatus": "undefined"}
     left = markup(LANDMARK_NAMES[:4], lps[:4], "LPS")
@@ -273,6 +297,7 @@ def spoil_ct(hu=None, name="pelvis.nii.gz", content=None):
         elif hu is not None:
             write_ct(ct, affine, hu)
         return ct, landmarks, {}, name
+
     return case
 
 
@@ -290,6 +315,7 @@ def spoil_csv(content, **kwargs):
         landmarks = tmp_path / "points.csv"
         landmarks.write_bytes(content if isinstance(content, bytes) else content.encode())
         return ct, landmarks, kwargs, "points.csv"
+
     return case
 
 
@@ -304,6 +330,7 @@ def spoil_json(document, **kwargs):
         landmarks = tmp_path / "points.mrk.json"
         landmarks.write_text(document if isinstance(document, str) else json.dumps(document))
         return ct, landmarks, kwargs, "points.mrk.json"
+
     return case
 
 
@@ -316,6 +343,7 @@ def landmarks_case(fmt="csv", frame="ras", system=None, voxel_offset=None, name=
         if name is not None:
             landmarks = landmarks.rename(tmp_path / name)
         return ct, landmarks, kwargs, landmarks.name
+
     return case
 
 
@@ -346,39 +374,65 @@ ERROR_CASES = {
     "landmarks-missing": (missing_landmarks_file, "not found"),
     "landmarks-extension": (landmarks_case(name="points.txt"), r"unsupported extension.*\.mrk\.json.*\.fcsv.*\.csv"),
     "coordinates-argument": (landmarks_case(coordinates="xyz"), "coordinates='xyz', expected one of"),
-    "missing-names": (spoil_csv(csv_text(LANDMARK_NAMES[:3] + LANDMARK_NAMES[5:])),
-                      r"missing landmark\(s\) SPS, IPS; all of L_ASIS, .*R_ASIS are needed"),
-    "duplicated-name": (spoil_csv(csv_text(LANDMARK_NAMES + ("l_asis",), np.vstack([POINTS, POINTS[:1]]))),
-                        r"duplicated landmark L_ASIS: 'L_ASIS' \(line 2\) and 'l_asis' \(line 10\)"),
-    "unknown-name": (spoil_csv(csv_text(("ASIS left",) + LANDMARK_NAMES[1:])),
-                     r"unknown landmark name 'ASIS left' \(line 2\), expected one of L_ASIS, L_IOF.*name_map"),
-    "name-map-target": (spoil_csv(csv_text(), name_map={"ASIS left": "LEFT_ASIS"}),
-                        r"name_map maps 'ASIS left' to 'LEFT_ASIS', expected one of L_ASIS"),
-    "outside-lps-hint": (landmarks_case(frame="lps"),
-                         r"8 landmark\(s\) outside the volume of shape \(20, 24, 16\) of .*pelvis\.nii\.gz "
-                         r"\(read as RAS\): L_ASIS at voxel .*did you mean coordinates='lps'\?"),
+    "missing-names": (
+        spoil_csv(csv_text(LANDMARK_NAMES[:3] + LANDMARK_NAMES[5:])),
+        r"missing landmark\(s\) SPS, IPS; all of L_ASIS, .*R_ASIS are needed",
+    ),
+    "duplicated-name": (
+        spoil_csv(csv_text(LANDMARK_NAMES + ("l_asis",), np.vstack([POINTS, POINTS[:1]]))),
+        r"duplicated landmark L_ASIS: 'L_ASIS' \(line 2\) and 'l_asis' \(line 10\)",
+    ),
+    "unknown-name": (
+        spoil_csv(csv_text(("ASIS left",) + LANDMARK_NAMES[1:])),
+        r"unknown landmark name 'ASIS left' \(line 2\), expected one of L_ASIS, L_IOF.*name_map",
+    ),
+    "name-map-target": (
+        spoil_csv(csv_text(), name_map={"ASIS left": "LEFT_ASIS"}),
+        r"name_map maps 'ASIS left' to 'LEFT_ASIS', expected one of L_ASIS",
+    ),
+    "outside-lps-hint": (
+        landmarks_case(frame="lps"),
+        r"8 landmark\(s\) outside the volume of shape \(20, 24, 16\) of .*pelvis\.nii\.gz "
+        r"\(read as RAS\): L_ASIS at voxel .*did you mean coordinates='lps'\?",
+    ),
     "outside-voxel-hint": (landmarks_case(frame="voxel"), r"did you mean coordinates='voxel'\?"),
-    "outside-declared": (landmarks_case("fcsv", "lps", "RAS"),
-                         "the file declares RAS, but all landmarks lie inside read as LPS"),
-    "outside-one": (landmarks_case(frame="voxel", voxel_offset=(11.5, -16.0, -10.0), coordinates="voxel"),
-                    r"1 landmark\(s\) outside the volume .*\(read as VOXEL\): R_ASIS at voxel \(30\.0, 6\.0, 5\.0\)$"),
+    "outside-declared": (
+        landmarks_case("fcsv", "lps", "RAS"),
+        "the file declares RAS, but all landmarks lie inside read as LPS",
+    ),
+    "outside-one": (
+        landmarks_case(frame="voxel", voxel_offset=(11.5, -16.0, -10.0), coordinates="voxel"),
+        r"1 landmark\(s\) outside the volume .*\(read as VOXEL\): R_ASIS at voxel \(30\.0, 6\.0, 5\.0\)$",
+    ),
     "invalid-json": (spoil_json('{"markups": [{"type": "Fiducial",'), r"invalid JSON \(line 1: "),
     "json-not-markups": (spoil_json({"points": []}), 'no "markups" list'),
-    "json-no-fiducial": (spoil_json({"markups": [markup(["a"], [[0, 0, 0]], kind="Line")]}),
-                         'no markup of type "Fiducial"'),
-    "json-non-numeric": (spoil_json({"markups": [BAD_POSITION]}),
-                         r"markup 1 control point 3 \('L_MOF'\): y is None, expected a finite number"),
+    "json-no-fiducial": (
+        spoil_json({"markups": [markup(["a"], [[0, 0, 0]], kind="Line")]}),
+        'no markup of type "Fiducial"',
+    ),
+    "json-non-numeric": (
+        spoil_json({"markups": [BAD_POSITION]}),
+        r"markup 1 control point 3 \('L_MOF'\): y is None, expected a finite number",
+    ),
     "json-short-position": (spoil_json({"markups": [SHORT_POSITION]}), r"position \[1\.0, 2\.0\], expected 3 numbers"),
-    "json-units": (spoil_json({"markups": [GOOD_MARKUP | {"coordinateUnits": "um"}]}),
-                   "coordinateUnits 'um', expected 'mm'"),
-    "json-mixed-voxel": (spoil_json({"markups": [markup(LANDMARK_NAMES[:4], POINTS[:4], None),
-                                                 markup(LANDMARK_NAMES[4:], POINTS[4:], "RAS")]},
-                                    coordinates="voxel"), "markups mix RAS and VOXEL coordinates"),
+    "json-units": (
+        spoil_json({"markups": [GOOD_MARKUP | {"coordinateUnits": "um"}]}),
+        "coordinateUnits 'um', expected 'mm'",
+    ),
+    "json-mixed-voxel": (
+        spoil_json(
+            {"markups": [markup(LANDMARK_NAMES[:4], POINTS[:4], None), markup(LANDMARK_NAMES[4:], POINTS[4:], "RAS")]},
+            coordinates="voxel",
+        ),
+        "markups mix RAS and VOXEL coordinates",
+    ),
     "csv-not-utf8": (spoil_csv(b"name,x,y,z\nL_ASIS,1,2,\xff\n"), r"not UTF-8 text \(invalid start byte at byte 22\)"),
     "csv-columns": (spoil_csv("name,x,y\nL_ASIS,1,2\n"), r"lacks column\(s\) z, expected name,x,y,z"),
     "csv-empty": (spoil_csv("\n\n"), "empty, expected a header row"),
-    "csv-non-numeric": (spoil_csv(csv_text().replace("SPS,", "SPS,1e400,", 1)),
-                        r"line 5 \('SPS'\): x is '1e400', expected a finite number"),
+    "csv-non-numeric": (
+        spoil_csv(csv_text().replace("SPS,", "SPS,1e400,", 1)),
+        r"line 5 \('SPS'\): x is '1e400', expected a finite number",
+    ),
     "csv-short-row": (spoil_csv("name,x,y,z\nL_ASIS,1,2\n"), r"line 2: 3 field\(s\), expected at least 4"),
     "fcsv-system": (landmarks_case("fcsv", system="IJK"), r"CoordinateSystem = 'IJK', expected RAS, LPS, 0 or 1"),
 }

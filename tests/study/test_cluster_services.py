@@ -18,11 +18,14 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from study.sweep import sweep
-from tests.study.test_sweep import children, sweep_config, write
+from study.sweeps.driver import sweep
+from tests.helpers import REPO, children, sweep_config, write
+
+pytestmark = pytest.mark.slow  # trains models or starts Ray
 
 TINY_SPACE = """
 strategy: finetune
@@ -31,7 +34,6 @@ parameters:
   train.strategies.finetune.phases.0.learning_rate: {distribution: loguniform, low: 1.0e-5, high: 1.0e-3}
 """
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -60,7 +62,9 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
 def child_process_group(command: list[str], environment: dict, log: Path):
     """Run ``command`` in its own process group; on exit end that group (SIGTERM, then SIGKILL)."""
     with open(log, "w") as stream:
-        process = subprocess.Popen(command, env=environment, start_new_session=True, stdout=stream, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env=environment, start_new_session=True, stdout=stream, stderr=subprocess.STDOUT
+        )
         try:
             yield process
         finally:
@@ -73,33 +77,79 @@ def child_process_group(command: list[str], environment: dict, log: Path):
                     process.wait()
 
 
+@pytest.mark.timeout(
+    1200
+)  # above its deadlines: the head's 120 s, the job's 400 s, the status's 60 s, the teardown's 20 s
 def test_a_sweep_submitted_as_a_ray_job_succeeds_and_is_in_mlflow(train_study, tmp_path, request):
     config = sweep_config(train_study, tmp_path)
     config_path = write(tmp_path, "config.yaml", yaml.safe_dump(config.model_dump(mode="json")))
     space = write(tmp_path, "finetune.yaml", TINY_SPACE)
     dashboard = free_port()
-    environment = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    environment = os.environ | {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
     environment.pop("RAY_ADDRESS", None)
     ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     request.addfinalizer(lambda: shutil.rmtree(ray_temp, ignore_errors=True))
-    head = [str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=2",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={ray_temp}",
-            # free ports, away from the test session's own Ray instance
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+    head = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={free_port()}",
+        "--num-cpus=2",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--temp-dir={ray_temp}",
+        # free ports, away from the test session's own Ray instance
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+    ]
     with child_process_group(head, environment, tmp_path / "head.log") as process:
         wait_for(f"http://127.0.0.1:{dashboard}/api/version", process)
         address = f"http://127.0.0.1:{dashboard}"
-        submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--submission-id", "tiny-sweep",
-                  "--", "python", "-m", "study", "sweep", "--config", str(config_path), "--space", str(space),
-                  "--trials", "2", "--data", str(train_study[1]), "--name", "job-sweep"]
+        submit = [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--working-dir",
+            str(REPO),
+            "--submission-id",
+            "tiny-sweep",
+            "--",
+            "python",
+            "-m",
+            "study",
+            "sweep",
+            "--config",
+            str(config_path),
+            "--space",
+            str(space),
+            "--trials",
+            "2",
+            "--data",
+            str(train_study[1]),
+            "--name",
+            "job-sweep",
+        ]
         for _ in range(30):  # the dashboard answers a few seconds before its job agent does
             submitted = subprocess.run(submit, env=environment, capture_output=True, text=True, timeout=400)
             if "No available agent to submit job" not in submitted.stderr:
                 break
             time.sleep(2)
-        status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, "tiny-sweep"],
-                                env=environment, capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [str(BIN / "ray"), "job", "status", "--address", address, "tiny-sweep"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert "tiny-sweep' succeeded" in status.stdout, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "sweep job-sweep" in submitted.stdout  # the job's own output, streamed back by the CLI
     client = MlflowClient(config.tracking.uri)
@@ -109,11 +159,26 @@ def test_a_sweep_submitted_as_a_ray_job_succeeds_and_is_in_mlflow(train_study, t
     assert len(children(client, parent.info.run_id)) == 2
 
 
+@pytest.mark.timeout(900)  # above the server's 120 s to answer, plus the sweep
 def test_a_sweep_logs_to_an_mlflow_server_over_http(train_study, tmp_path):
     port = free_port()
-    server = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")]
-    with child_process_group(server, os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}"}, tmp_path / "mlflow.log") as process:
+    server = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+    ]
+    with child_process_group(
+        server, os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}"}, tmp_path / "mlflow.log"
+    ) as process:
         wait_for(f"http://127.0.0.1:{port}/health", process)
         uri = f"http://127.0.0.1:{port}"
         config = sweep_config(train_study, tmp_path, tracking=uri)

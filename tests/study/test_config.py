@@ -10,7 +10,9 @@ def test_presets_load_and_resolve_the_render_camera():
     assert camera.height == camera.width == 128
     assert camera.delx * 128 == pytest.approx(1436 * 0.3)
     paper = load_config("paper")
-    assert paper.data.cohort.subjects.train == 80 and paper.data.views.train == 100 and paper.data.views.novel_view == 20
+    assert (
+        paper.data.cohort.subjects.train == 80 and paper.data.views.train == 100 and paper.data.views.novel_view == 20
+    )
 
 
 def test_overrides_are_parsed_as_yaml():
@@ -34,12 +36,12 @@ def test_bad_values_name_the_file_and_field(overrides, message):
 
 
 def test_malformed_override():
-    with pytest.raises(ConfigError, match="override 'data.image_size': expected dotted.path=value"):
+    with pytest.raises(ConfigError, match=r"override 'data\.image_size': expected dotted\.path=value"):
         load_config("demo", ["data.image_size"])
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(ConfigError, match="neither a config file nor a preset .*demo, paper"):
+    with pytest.raises(ConfigError, match=r"neither a config file nor a preset .*demo, paper"):
         load_config("demp")
 
 
@@ -66,8 +68,14 @@ def test_presets_have_the_papers_four_strategies(preset):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["train.strategies.baseline.phases=[{losses: {mse: 1}, epochs: 1, learning_rate: 0.1}]"], r"unknown loss\(es\) \['mse'\]"),
-        (["train.strategies.baseline.phases=[{losses: {bce: 0}, epochs: 1, learning_rate: 0.1}]"], "each with a weight > 0"),
+        (
+            ["train.strategies.baseline.phases=[{losses: {mse: 1}, epochs: 1, learning_rate: 0.1}]"],
+            r"unknown loss\(es\) \['mse'\]",
+        ),
+        (
+            ["train.strategies.baseline.phases=[{losses: {bce: 0}, epochs: 1, learning_rate: 0.1}]"],
+            "each with a weight > 0",
+        ),
         (["train.strategies.baseline.phases=[]"], "train.strategies.baseline.phases"),
         (["train.strategies.baseline.init=finetune"], "init chain .* is a cycle"),
         (["train.augment={gamma: [2, 1]}"], "IntensityRanges.gamma"),

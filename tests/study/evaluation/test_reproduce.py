@@ -7,7 +7,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from components.anatomy import LANDMARK_NAMES
-from study.report import COLUMNS, STRATEGIES, reproduce
+from study.evaluation.reproduce import STRATEGIES, reproduce
+from study.evaluation.table import COLUMNS
+
+pytestmark = pytest.mark.slow  # trains models or starts Ray
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +27,9 @@ def reproduction(train_study, tmp_path_factory):
 
 def test_table_has_a_row_per_split_and_strategy(reproduction):
     _, out, rows = reproduction
-    assert [(r["split"], r["strategy"]) for r in rows] == [(s, k) for s in ("novel_view", "novel_subject") for k in STRATEGIES]
+    assert [(r["split"], r["strategy"]) for r in rows] == [
+        (s, k) for s in ("novel_view", "novel_subject") for k in STRATEGIES
+    ]
     with open(out / "table1.csv") as stream:
         header = next(csv.reader(stream))
     assert {"split", "strategy", "seeds", "diverged", *COLUMNS} <= set(header)
@@ -52,14 +57,20 @@ def test_table_numbers_equal_a_recomputation_from_the_per_image_predictions(repr
 
 
 def test_everything_sits_under_one_parent_run(reproduction):
-    config, out, _ = reproduction
+    config, _, _ = reproduction
     client = MlflowClient(config.tracking.uri)
     experiment = client.get_experiment_by_name(config.name)
     parent = client.search_runs([experiment.experiment_id], "tags.`study.kind` = 'reproduce'")[0]
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(c.data.tags["study.strategy"] for c in children) == sorted(STRATEGIES)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "table1")}
-    assert {"table1/table1.md", "table1/table1.csv", "table1/per_landmark_rmse.png", "table1/error_cdf.png",
-            "table1/examples.png", "table1/training_curves.png"} <= logged
+    assert {
+        "table1/table1.md",
+        "table1/table1.csv",
+        "table1/per_landmark_rmse.png",
+        "table1/error_cdf.png",
+        "table1/examples.png",
+        "table1/training_curves.png",
+    } <= logged
     finetune = next(c for c in children if c.data.tags["study.strategy"] == "finetune")
     assert "novel_subject_rmse_px" in finetune.data.metrics and "novel_view_soft_rmse_px" in finetune.data.metrics

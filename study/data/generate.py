@@ -8,7 +8,6 @@ resumes with no duplicate and no missing rows.
 """
 
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,8 +21,11 @@ from components.cohort import SubjectSource, assign_splits, folder_cohort, phant
 from components.dataset import SPLITS, DatasetError, DRRRows, shard_row_count, write_shard
 from components.drr import SubjectRenderer, to_uint16
 from components.poses import sample_poses
+from study import console
 from study.config import StudyConfig
 from study.runtime import ensure_ray
+
+__all__ = ["default_out_dir", "generate", "plan_shards"]
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,13 @@ class ShardWriter:
             self.renderer = None  # free the previous module before building the next
             render = self.config.data.renderer
             self.renderer = SubjectRenderer(
-                source.load(), self.config.data.render_camera(), renderer=render.name, patch_size=render.patch_size,
-                n_points=render.n_points, views_per_call=render.views_per_call, device=self.device,
+                source.load(),
+                self.config.data.render_camera(),
+                renderer=render.name,
+                patch_size=render.patch_size,
+                n_points=render.n_points,
+                views_per_call=render.views_per_call,
+                device=self.device,
             )
             self.subject_id = source.subject_id
         return self.renderer
@@ -188,53 +195,24 @@ def remove_stale_temporaries(out_dir: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-class Progress:
-    """One status line while shards finish: shards, DRRs, rate and time left."""
-
-    def __init__(self, total_rows: int, total_shards: int, done_rows: int, done_shards: int, stream=sys.stdout):
-        self.total_rows, self.total_shards = total_rows, total_shards
-        self.done_rows, self.done_shards = done_rows, done_shards
-        self.new_rows, self.start, self.last = 0, time.perf_counter(), 0.0
-        self.stream, self.tty = stream, stream.isatty()
-
-    def update(self, rows: int) -> None:
-        self.done_rows += rows
-        self.done_shards += 1
-        self.new_rows += rows
-        now = time.perf_counter()
-        if not self.tty and now - self.last < 5 and self.done_shards < self.total_shards:
-            return
-        self.last = now
-        rate = self.new_rows / max(now - self.start, 1e-9)
-        left = (self.total_rows - self.done_rows) / rate if rate > 0 else float("nan")
-        line = (
-            f"rendering: {self.done_shards}/{self.total_shards} shards, {self.done_rows}/{self.total_rows} DRRs, "
-            f"{rate:.1f} DRR/s, about {left:.0f} s left"
-        )
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-
-
-def render_pending(config: StudyConfig, pending: list[ShardPlan], out_dir: Path, progress: Progress) -> None:
+def render_pending(config: StudyConfig, pending: list[ShardPlan], out_dir: Path, progress: console.Progress) -> None:
     """Render ``pending`` shards on a Ray Data actor pool; raise ``DatasetError`` on a bad subject."""
     ensure_ray()
     use_gpu = config.data.use_gpu if config.data.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     available = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 0))
     if available == 0:
-        print("no GPU in the Ray cluster yet: waiting for an autoscaled GPU worker (data.use_gpu=false renders on CPUs)")
+        console.say(
+            "no GPU in the Ray cluster yet: waiting for an autoscaled GPU worker (data.use_gpu=false renders on CPUs)"
+        )
     jobs = subject_jobs(pending)
     workers = max(1, min(config.data.workers or available, available, len(jobs)))
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
     rows = ray.data.from_items(jobs, override_num_blocks=len(jobs))
     written = rows.map_batches(
         ShardWriter,
         fn_constructor_kwargs={
-            "config_json": config.model_dump_json(), "out_dir": str(out_dir), "device": "cuda" if use_gpu else "cpu",
+            "config_json": config.model_dump_json(),
+            "out_dir": str(out_dir),
+            "device": "cuda" if use_gpu else "cpu",
         },
         batch_size=1,
         # One subject at a time per actor: a queued subject waits for whichever actor frees up first.
@@ -256,20 +234,28 @@ def render_pending(config: StudyConfig, pending: list[ShardPlan], out_dir: Path,
 def generate(config: StudyConfig, out_dir: str | Path) -> dict:
     """Render the data set of ``config`` into ``out_dir`` (resuming what is there); return its manifest."""
     out_dir = Path(out_dir)
-    data_manifest = manifest.claim_folder(out_dir, config.data_part())
+    data_manifest = manifest.claim_folder(out_dir, config.data_part(), tolerate=(console.LOG_NAME,))
     remove_stale_temporaries(out_dir)
     plans = plan_shards(config)
     pending = [plan for plan in plans if not finished(plan, out_dir)]
     total_rows = sum(plan.rows for plan in plans)
     done_rows = total_rows - sum(plan.rows for plan in pending)
-    print(f"data set: {out_dir} ({len(plans)} shards, {total_rows} DRRs; {len(plans) - len(pending)} shards already done)")
+    console.say(
+        f"data set: {out_dir} ({len(plans)} shards, {total_rows} DRRs; {len(plans) - len(pending)} shards already done)"
+    )
     start = time.perf_counter()
     if pending:
-        progress = Progress(total_rows, len(plans), done_rows, len(plans) - len(pending))
+        progress = console.Progress("rendering", total_rows, "DRRs", done=done_rows)
         render_pending(config, pending, out_dir, progress)
     shards = [
-        {"path": plan.path, "split": plan.split, "subject_id": plan.source.subject_id, "rows": plan.rows,
-         "views": [plan.view_start, plan.view_stop], "sha256": manifest.file_sha256(out_dir / plan.path)}
+        {
+            "path": plan.path,
+            "split": plan.split,
+            "subject_id": plan.source.subject_id,
+            "rows": plan.rows,
+            "views": [plan.view_start, plan.view_stop],
+            "sha256": manifest.file_sha256(out_dir / plan.path),
+        }
         for plan in plans
     ]
     rows_per_split = {split: sum(s["rows"] for s in shards if s["split"] == split) for split in SPLITS}
@@ -285,7 +271,9 @@ def generate(config: StudyConfig, out_dir: str | Path) -> dict:
         seconds_last_run=round(time.perf_counter() - start, 3),
     )
     manifest.write_manifest(out_dir, data_manifest)
-    print(f"done: {sum(rows_per_split.values())} DRRs {rows_per_split}; manifest {out_dir / manifest.MANIFEST_NAME}")
+    console.say(
+        f"data set: {sum(rows_per_split.values())} DRRs {rows_per_split}; manifest {out_dir / manifest.MANIFEST_NAME}"
+    )
     return data_manifest
 
 

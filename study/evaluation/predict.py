@@ -8,35 +8,30 @@ are mapped back to the image's own pixels. Writes ``<image stem>.json`` and ``<i
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from components import geometry, heatmaps, registration
+from components.anatomy import LANDMARK_NAMES
+from components.images import read_xray
+from components.model import TrainedModel, load_trained_model
+from components.volumes import landmark_file_beside, load_landmarks, load_subject
+from study import console
+from study.config import ConfigError, StudyConfig
+from study.evaluation.models import resolve_model
+from study.figures import draw_image, draw_landmarks, plt, save_figure
+from study.files import write_text
 
-from components import geometry, heatmaps, registration  # noqa: E402
-from components.anatomy import LANDMARK_NAMES  # noqa: E402
-from components.images import read_xray  # noqa: E402
-from components.model import model_from_checkpoint  # noqa: E402
-from components.volumes import load_landmarks, load_subject  # noqa: E402
-from study.config import ConfigError, StudyConfig  # noqa: E402
-from study.evaluate import resolve_model, write_text  # noqa: E402
-from study.preview import draw_image, draw_landmarks, save_figure  # noqa: E402
+__all__ = ["predict"]
 
 
 def landmarks_3d_of(subject: str | None, landmarks_3d: str | None) -> torch.Tensor | None:
-    """(8, 3) world landmarks (mm, RAS+, the CT grid centred frame of DESIGN.md) from a CT and the
+    """(8, 3) world landmarks (mm, RAS+, the CT grid centred frame of docs/architecture.md) from a CT and the
     landmark file beside it, or from a landmark file already in that frame (RAS, or LPS mm)."""
     if subject and landmarks_3d:
         raise ConfigError("give --subject or --landmarks-3d, not both")
     if subject:
-        ct = Path(subject)
-        candidates = [ct.with_name(ct.name.replace(".nii.gz", "").replace(".nii", "") + s) for s in (".mrk.json", ".fcsv", ".csv")]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise ConfigError(f"{ct}: no landmark file beside it (expected one of {', '.join(c.name for c in candidates)})")
-        return torch.from_numpy(load_subject(ct, found).landmarks)
+        return torch.from_numpy(load_subject(subject, landmark_file_beside(subject)).landmarks)
     if landmarks_3d:
         points, frame = load_landmarks(landmarks_3d)
         if frame == "voxel":
@@ -45,27 +40,35 @@ def landmarks_3d_of(subject: str | None, landmarks_3d: str | None) -> torch.Tens
     return None
 
 
-def predict_image(model, image: np.ndarray, config: StudyConfig, landmarks_3d: torch.Tensor | None) -> dict:
+def predict_image(
+    model: TrainedModel, image: np.ndarray, config: StudyConfig, landmarks_3d: torch.Tensor | None
+) -> dict:
     """Landmarks (argmax and soft-argmax, in the image's pixels) and, with 3D landmarks, the pose."""
     height, width = image.shape
     size = config.data.image_size
     native = geometry.rescale(config.data.detector.camera(), height, width)[0]
     camera, resized, _ = geometry.rescale(native, size, size, image=torch.from_numpy(image)[None, None])
     with torch.no_grad():
-        logits = model(resized.float()).float()
-    temperature = config.train.loss.temperature if config.train else 1.0
-    points = {"argmax": heatmaps.argmax(logits)[0].double(), "soft_argmax": heatmaps.soft_argmax(logits, temperature)[0].double()}
+        logits = model.network(resized.float()).float()
+    points = {
+        "argmax": heatmaps.argmax(logits)[0].double(),
+        "soft_argmax": heatmaps.soft_argmax(logits, model.decoding.temperature)[0].double(),
+    }
     result = {"image_size": [height, width], "model_size": size}
     for method, model_points in points.items():
         back = geometry.rescale(camera, height, width, points_2d=model_points)[2]
-        result[f"landmarks_{method}"] = {name: [round(float(u), 3), round(float(v), 3)] for name, (u, v) in zip(LANDMARK_NAMES, back)}
+        result[f"landmarks_{method}"] = {
+            name: [round(float(u), 3), round(float(v), 3)] for name, (u, v) in zip(LANDMARK_NAMES, back)
+        }
     if landmarks_3d is not None:
         solved = registration.solve(landmarks_3d[None].double(), points["argmax"][None], camera)
         pose = solved.pose[0]
-        angles, translation = geometry.pose_to_euler_zxy(pose[None])
+        angles, _ = geometry.pose_to_euler_zxy(pose[None])
         result["pose"] = {
-            "rotation_vector_rad": pose[:3].tolist(), "translation_mm": pose[3:].tolist(),
-            "euler_zxy_deg": torch.rad2deg(angles[0]).tolist(), "converged": bool(solved.converged[0]),
+            "rotation_vector_rad": pose[:3].tolist(),
+            "translation_mm": pose[3:].tolist(),
+            "euler_zxy_deg": torch.rad2deg(angles[0]).tolist(),
+            "converged": bool(solved.converged[0]),
             "reprojection_rms_px": float(solved.residuals[0].pow(2).sum(-1).mean().sqrt()) * native.width / size,
         }
     return result
@@ -81,11 +84,17 @@ def write_overlay(image: np.ndarray, result: dict, out: Path) -> Path:
     return save_figure(figure, out)
 
 
-def predict(reference: str, images: list[str], config: StudyConfig | None = None, subject: str | None = None,
-            landmarks_3d: str | None = None, out_dir: str | Path = "predictions") -> list[dict]:
+def predict(
+    reference: str,
+    images: list[str],
+    config: StudyConfig | None = None,
+    subject: str | None = None,
+    landmarks_3d: str | None = None,
+    out_dir: str | Path = "predictions",
+) -> list[dict]:
     """``study predict``: a JSON file and an overlay PNG per image in ``out_dir``; returns the results."""
     checkpoint, _, config = resolve_model(reference, config)
-    model = model_from_checkpoint(checkpoint)
+    model = load_trained_model(checkpoint)
     points_3d = landmarks_3d_of(subject, landmarks_3d)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +106,13 @@ def predict(reference: str, images: list[str], config: StudyConfig | None = None
         write_text(json.dumps(result, indent=2) + "\n", out_dir / f"{stem}.json")
         write_overlay(image, result, out_dir / f"{stem}_landmarks.png")
         pose = result.get("pose")
-        print(f"{path}: {out_dir / (stem + '.json')}" + (f"; pose ZXY {np.round(pose['euler_zxy_deg'], 1).tolist()} deg, "
-                                                           f"t {np.round(pose['translation_mm'], 1).tolist()} mm" if pose else ""))
+        line = f"{path}: {out_dir / (stem + '.json')}"
+        if pose:
+            angles, translation = (
+                np.round(pose["euler_zxy_deg"], 1).tolist(),
+                np.round(pose["translation_mm"], 1).tolist(),
+            )
+            line += f"; pose ZXY {angles} deg, t {translation} mm"
+        console.say(line)
         results.append(result)
     return results

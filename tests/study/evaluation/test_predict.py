@@ -9,8 +9,10 @@ from PIL import Image
 from components.anatomy import LANDMARK_NAMES
 from components.dataset import read_split
 from study.cli import main
-from study.train import train
-from tests.components.test_images import write_dicom
+from study.training.driver import train
+from tests.helpers import write_dicom
+
+pytestmark = pytest.mark.slow  # trains models or starts Ray
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +27,47 @@ def landmarks(result, method="argmax"):
 
 def test_predict_a_preview_png_and_a_larger_dicom_with_the_pose(trained, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    config, data, result = trained
-    assert main(["preview", "--data", str(data), "--out", str(tmp_path / "sheet.png"), "--count", "2", "--export", str(tmp_path / "drrs")]) == 0
+    _, data, result = trained
+    assert (
+        main(
+            [
+                "preview",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "sheet.png"),
+                "--count",
+                "2",
+                "--export",
+                str(tmp_path / "drrs"),
+            ]
+        )
+        == 0
+    )
     png = sorted((tmp_path / "drrs").glob("train_*.png"))[0]
     rows = read_split(data, "train")
     index = [f"train_{s}_v{v}.png" for s, v in zip(rows.subject_id, rows.view_id)].index(png.name)
     Image.fromarray(np.kron(rows.image[index], np.ones((2, 2), dtype=np.uint16))).save(tmp_path / "big.png")
     write_dicom(tmp_path / "big.dcm", np.kron(rows.image[index], np.ones((2, 2), dtype=np.uint16)))
     with open(tmp_path / "landmarks.csv", "w") as stream:
-        stream.write("name,x,y,z\n" + "".join(f"{n},{x},{y},{z}\n" for n, (x, y, z) in zip(LANDMARK_NAMES, rows.landmarks_3d[index])))
+        stream.write(
+            "name,x,y,z\n"
+            + "".join(f"{n},{x},{y},{z}\n" for n, (x, y, z) in zip(LANDMARK_NAMES, rows.landmarks_3d[index]))
+        )
 
-    code = main(["predict", "--model", result.best_checkpoint, str(png), str(tmp_path / "big.dcm"),
-                 "--landmarks-3d", str(tmp_path / "landmarks.csv"), "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "predict",
+            "--model",
+            result.best_checkpoint,
+            str(png),
+            str(tmp_path / "big.dcm"),
+            "--landmarks-3d",
+            str(tmp_path / "landmarks.csv"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     native = json.loads((tmp_path / "out" / f"{png.stem}.json").read_text())
     large = json.loads((tmp_path / "out" / "big.json").read_text())

@@ -1,6 +1,7 @@
 """Search spaces of ``study sweep``: YAML files that map study-config paths to distributions.
 
-A search space (``search_spaces/*.yaml``)::
+A search space (a YAML file; three ship in ``study/search_spaces/`` and are named without the path
+and suffix: ``finetune``, ``composite``, ``strategy``)::
 
     strategy: finetune                  # the strategy every trial trains (default: finetune)
     metric: val_rmse_soft_px            # what the sweep minimises on val (default: train.selection_metric)
@@ -24,10 +25,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from study.config import ConfigError, StudyConfig, problems, read_yaml_mapping
+from components.training import SELECTION_METRICS
+from study.config import SPACES_DIR, ConfigError, StudyConfig, find_yaml, problems, read_yaml_mapping
+
+__all__ = ["STRATEGY", "SearchSpace", "find_search_space", "load_search_space"]
 
 STRATEGY = "strategy"
-SELECTION_METRICS = ("val_rmse_px", "val_rmse_soft_px", "val_mtre_mm")
 
 
 class Distribution(BaseModel):
@@ -190,11 +193,18 @@ def validate(space: SearchSpace, config: StudyConfig, source: str) -> None:
             try:
                 space.trial_config(config, {path: example})
             except ValidationError as error:
-                raise ConfigError(f"{source}: parameter '{path}' = {example!r} gives an invalid config ({problems(error)})") from None
+                raise ConfigError(
+                    f"{source}: parameter '{path}' = {example!r} gives an invalid config ({problems(error)})"
+                ) from None
+
+
+def find_search_space(name_or_path: str | Path) -> Path:
+    """A search space file: a path, or the name of a shipped one (``finetune``, ``composite``, ``strategy``)."""
+    return find_yaml(name_or_path, SPACES_DIR, "search space", "shipped search space")
 
 
 def load_search_space(path: str | Path, config: StudyConfig) -> SearchSpace:
-    """The validated search space in ``path``, checked against ``config``."""
+    """The validated search space in the file ``path``, checked against ``config``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: search space file not found")

@@ -5,20 +5,19 @@ Every function takes results keyed by a label (a strategy name, or "model" for o
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from components import evaluation, training
+from components.anatomy import LANDMARK_NAMES
+from components.dataset import read_split
+from components.model import load_trained_model
+from study.figures import plt, prediction_grid, save_figure
 
-from components import evaluation, training  # noqa: E402
-from components.anatomy import LANDMARK_NAMES  # noqa: E402
-from components.model import model_from_checkpoint  # noqa: E402
-from study.preview import draw_image, draw_landmarks, save_figure  # noqa: E402
+__all__ = ["error_cdf_plot", "example_plot", "per_landmark_plot", "training_curves_plot"]
 
 
 def per_landmark_plot(summaries: dict[str, dict], out: Path) -> Path:
-    """Bars of the argmax RMSE (px) of each landmark, one group per landmark and one bar per label; a panel per split."""
+    """Bars of each landmark's argmax RMSE (px): a group per landmark, a bar per label, a panel per split."""
     splits = sorted({split for by_split in summaries.values() for split in by_split})
     figure, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 3.6), squeeze=False)
     width = 0.8 / max(len(summaries), 1)
@@ -28,7 +27,9 @@ def per_landmark_plot(summaries: dict[str, dict], out: Path) -> Path:
                 continue
             values = [by_split[split]["argmax"][f"rmse_px_{name}"] for name in LANDMARK_NAMES]
             axis.bar(np.arange(len(LANDMARK_NAMES)) + index * width, values, width, label=label)
-        axis.set_xticks(np.arange(len(LANDMARK_NAMES)) + width * (len(summaries) - 1) / 2, LANDMARK_NAMES, rotation=45, fontsize=7)
+        axis.set_xticks(
+            np.arange(len(LANDMARK_NAMES)) + width * (len(summaries) - 1) / 2, LANDMARK_NAMES, rotation=45, fontsize=7
+        )
         axis.set_ylabel("RMSE (px, argmax)")
         axis.set_title(split)
         axis.legend(fontsize=7)
@@ -55,24 +56,20 @@ def error_cdf_plot(records: dict[str, list[dict]], out: Path) -> Path:
     return save_figure(figure, Path(out))
 
 
-def example_plot(checkpoints: dict[str, str | Path], config, data_dir: Path, split: str, out: Path, count: int = 4) -> Path:
+def example_plot(
+    checkpoints: dict[str, str | Path], config, data_dir: Path, split: str, out: Path, count: int = 4
+) -> Path:
     """The first ``count`` images of ``split``: one row per label, true (circles) and predicted (crosses) landmarks."""
-    from study.evaluate import split_rows
-
-    columns, ids = split_rows(Path(data_dir), split)
-    count = min(count, len(ids["view_id"]))
-    columns = {key: value[:count] for key, value in columns.items()}
-    figure, axes = plt.subplots(len(checkpoints), count, figsize=(2.6 * count, 2.8 * len(checkpoints)), squeeze=False)
-    for row, (label, checkpoint) in enumerate(checkpoints.items()):
-        predictions = training.predict(model_from_checkpoint(checkpoint), columns, config.data.render_camera(), config.train.loss.temperature)
-        for column in range(count):
-            axis = axes[row, column]
-            axis.axis("off")
-            draw_image(axis, columns["image"][column])
-            draw_landmarks(axis, columns["landmarks_2d"][column], columns["visible"][column])
-            draw_landmarks(axis, predictions.argmax[column].numpy(), columns["visible"][column], marker="x")
-            axis.set_title(f"{label}: {ids['subject_id'][column]} v{ids['view_id'][column]}", fontsize=7)
-    figure.suptitle(f"{split}: o truth, x prediction (argmax)", fontsize=8)
+    rows = read_split(Path(data_dir), split)
+    count = min(count, len(rows))
+    columns = {key: value[:count] for key, value in training.columns_of(rows).items()}
+    camera = config.data.render_camera()
+    predicted = {}
+    for label, checkpoint in checkpoints.items():
+        model = load_trained_model(checkpoint)
+        predicted[label] = training.predict(model.network, columns, camera, model.decoding.temperature).argmax.numpy()
+    names = [f"{split} {rows.subject_id[i]} v{rows.view_id[i]}" for i in range(count)]
+    figure = prediction_grid(columns["image"], columns["landmarks_2d"], columns["visible"], predicted, names)
     return save_figure(figure, Path(out))
 
 

@@ -13,11 +13,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from study.config import StudyConfig
-from study.sweep import PLAN_FILE, read_plan, resume, sweep
-from study.tracking import RUN_NAME_TAG, tracking_uri
+from study.sweeps.driver import resume, sweep
+from study.sweeps.plan import PLAN_FILE, read_plan
+from study.tracking import tracking_uri
+from tests.helpers import REPO, children, runs_named, sweep_config, write
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # trains models or starts Ray
+
 TRACKING_ENVIRONMENT = os.environ.get("MLFLOW_TRACKING_URI")
 
 FINETUNE_SPACE = """
@@ -34,32 +36,6 @@ parameters:
   strategy: {distribution: categorical, choices: [exploding]}
   train.strategies.exploding.phases.0.learning_rate: {distribution: loguniform, low: 1.0e+20, high: 1.0e+30}
 """
-
-
-def sweep_config(train_study, folder: Path, tracking: str | None = None, **sweep_settings) -> StudyConfig:
-    """The training tests' config, with sweeps stored in ``folder`` (and MLflow at ``tracking``)."""
-    config, _ = train_study
-    raw = config.model_dump(mode="json")
-    raw["sweep"] |= {"storage": str(folder / "sweeps"), "workers_per_trial": 1, "cpus_per_worker": 1.0, "seed": 7} | sweep_settings
-    if tracking:
-        raw["tracking"]["uri"] = tracking
-    return StudyConfig.model_validate(raw)
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text(text)
-    return folder / name
-
-
-def runs_named(client: MlflowClient, config: StudyConfig, name: str) -> list:
-    experiment = client.get_experiment_by_name(config.tracking.experiment or config.name)
-    return client.search_runs([experiment.experiment_id], f"tags.`{RUN_NAME_TAG}` = '{name}'")
-
-
-def children(client: MlflowClient, parent_run_id: str) -> list:
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
-    return client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +58,10 @@ def test_every_trial_is_a_child_run_with_its_sampled_values(finetune_sweep):
         assert run.data.tags["study.trial_status"] == record.status in ("finished", "stopped")
         phase = json.loads(run.data.params["train.strategies.finetune.phases"])[0]
         assert phase["losses"]["pose"] == pytest.approx(record.params["train.strategies.finetune.phases.0.losses.pose"])
-        assert phase["losses"]["bce"] == 1.0 and phase["epochs"] == record.params["train.strategies.finetune.phases.0.epochs"]
+        assert (
+            phase["losses"]["bce"] == 1.0
+            and phase["epochs"] == record.params["train.strategies.finetune.phases.0.epochs"]
+        )
         history = client.get_metric_history(record.run_id, "val_rmse_soft_px")
         assert len(history) == record.epochs >= 1
         assert record.objective == pytest.approx(min(m.value for m in history))
@@ -106,18 +85,28 @@ def test_the_parent_run_has_the_best_config_plots_and_test_metrics(finetune_swee
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["study.kind"] == "sweep"
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "sweep")}
-    assert {"sweep/optimization_history.png", "sweep/param_importances.png", "sweep/parallel_coordinate.png",
-            "sweep/best_config.yaml", "sweep/trials.csv", "sweep/test_summary.json"} <= artifacts
+    assert {
+        "sweep/optimization_history.png",
+        "sweep/param_importances.png",
+        "sweep/parallel_coordinate.png",
+        "sweep/best_config.yaml",
+        "sweep/trials.csv",
+        "sweep/test_summary.json",
+    } <= artifacts
     finished = [r for r in result.trials if r.status == "finished"]
     best = min(finished or result.trials, key=lambda r: r.objective)
     assert result.best.trial_id == best.trial_id and parent.data.tags["study.best_run_id"] == best.run_id
     assert parent.data.metrics["best_val_rmse_soft_px"] == pytest.approx(best.objective)
     best_config = yaml.safe_load((Path(result.folder) / "report" / "best_config.yaml").read_text())
-    assert best_config["train"]["strategies"]["finetune"]["phases"][0]["losses"]["pose"] == pytest.approx(best.params["train.strategies.finetune.phases.0.losses.pose"])
+    assert best_config["train"]["strategies"]["finetune"]["phases"][0]["losses"]["pose"] == pytest.approx(
+        best.params["train.strategies.finetune.phases.0.losses.pose"]
+    )
     # evaluated on the test splits only after the sweep, and only the best trial
     assert parent.data.metrics["novel_view_rmse_px"] == pytest.approx(result.test["novel_view"]["argmax"]["rmse_px"])
     assert "novel_subject_rmse_px" in client.get_run(best.run_id).data.metrics
-    assert all("novel_view_rmse_px" not in client.get_run(r.run_id).data.metrics for r in result.trials if r is not best)
+    assert all(
+        "novel_view_rmse_px" not in client.get_run(r.run_id).data.metrics for r in result.trials if r is not best
+    )
 
 
 def test_the_best_model_is_registered(finetune_sweep):
@@ -149,29 +138,39 @@ def test_a_new_sweep_does_not_overwrite_an_existing_one(finetune_sweep, train_st
         sweep(config, space, trials=1, data_dir=train_study[1], name=result.name)
 
 
+INTERRUPT_WITHIN_S = 300  # a trial should finish in under a minute; twice as slow a machine still fits
+
+
+@pytest.mark.timeout(INTERRUPT_WITHIN_S + 600)  # then the resumed sweep trains the other trials
 def test_an_interrupted_sweep_resumes_without_redoing_finished_trials(train_study, ray_session, tmp_path):
     # one trial at a time, none stopped early: the sweep is killed while its second trial trains
     config = sweep_config(train_study, tmp_path, max_concurrent=1, grace_epochs=9)
     config_path = write(tmp_path, "config.yaml", yaml.safe_dump(config.model_dump(mode="json")))
     space = write(tmp_path, "finetune.yaml", FINETUNE_SPACE.replace("low: 1, high: 2", "low: 8, high: 9"))
     environment = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "study", "sweep", "--config", str(config_path), "--space", str(space),
-               "--trials", "3", "--data", str(train_study[1]), "--name", "interrupted"]
-    log = open(tmp_path / "sweep.log", "w")
-    process = subprocess.Popen(command, env=environment, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "study", "sweep", "--config", str(config_path), "--space", str(space)]
+    command += ["--trials", "3", "--data", str(train_study[1]), "--name", "interrupted"]
     folder = Path(config.sweep.storage) / "interrupted"
-    try:
-        deadline = time.time() + 240
-        while not list((folder / "trials").glob("*/study_result.json")) and process.poll() is None and time.time() < deadline:
-            time.sleep(1)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    log.close()
-    finished_before = {path.parent.name: path.stat().st_mtime for path in (folder / "trials").glob("*/study_result.json")}
+    with open(tmp_path / "sweep.log", "w") as log:
+        process = subprocess.Popen(
+            command, env=environment, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.time() + INTERRUPT_WITHIN_S
+            while not list((folder / "trials").glob("*/study_result.json")) and process.poll() is None:
+                assert time.time() < deadline, "no trial finished in time"
+                time.sleep(1)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    finished_before = {
+        path.parent.name: path.stat().st_mtime for path in (folder / "trials").glob("*/study_result.json")
+    }
     output = (tmp_path / "sweep.log").read_text()[-3000:]
-    assert finished_before and len(finished_before) < 3, f"the sweep should have been interrupted with 1-2 trials done:\n{output}"
+    assert finished_before and len(finished_before) < 3, (
+        f"the sweep should have been interrupted with 1-2 trials done:\n{output}"
+    )
 
     result = resume(folder)
     assert len(result.trials) == 3

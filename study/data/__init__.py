@@ -1,0 +1,4 @@
+"""DRR data sets: ``study generate`` (Ray Data into Parquet shards) and ``study preview``.
+
+See docs/architecture.md for how the parts fit.
+"""

@@ -1,0 +1,60 @@
+"""``study preview``: a PNG contact sheet of a data set's DRRs with their landmarks, and the DRRs as 16-bit PNGs."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from components.anatomy import LANDMARK_NAMES
+from components.dataset import SPLITS, DatasetError, concat_rows, read_split
+from study.figures import draw_image, draw_landmarks, plt, save_figure
+
+__all__ = ["export_images", "write_preview"]
+
+
+def pick_rows(folder: Path, count: int):
+    """Up to ``count`` rows spread evenly over the splits that have rows."""
+    parts = []
+    for split in SPLITS:
+        try:
+            parts.append(read_split(folder, split))
+        except DatasetError as error:
+            if "has no rows" not in str(error):
+                raise
+    rows = concat_rows(parts)
+    picks = np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int))
+    return rows, picks
+
+
+def write_preview(folder: str | Path, out: str | Path, count: int = 12, columns: int = 4) -> Path:
+    """Draw ``count`` DRRs of the data set in ``folder`` into the PNG ``out`` (written atomically)."""
+    folder, out = Path(folder), Path(out)
+    rows, picks = pick_rows(folder, count)
+    lines = int(np.ceil(len(picks) / columns))
+    figure, axes = plt.subplots(lines, columns, figsize=(3 * columns, 3.2 * lines), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, picks):
+        draw_image(axis, rows.image[index])
+        draw_landmarks(axis, rows.landmarks_2d[index], rows.visible[index], numbered=True)
+        axis.set_title(f"{rows.split[index]} {rows.subject_id[index]} v{rows.view_id[index]}", fontsize=7)
+    figure.suptitle("  ".join(f"{i + 1} {name}" for i, name in enumerate(LANDMARK_NAMES)), fontsize=8)
+    return save_figure(figure, out)
+
+
+def export_images(folder: str | Path, out_dir: str | Path, count: int = 12) -> list[Path]:
+    """The same DRRs as the contact sheet, each as a 16-bit grey PNG ``<split>_<subject>_v<view>.png``
+    (inputs for ``study predict``)."""
+    from PIL import Image
+
+    rows, picks = pick_rows(Path(folder), count)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in picks:
+        path = out_dir / f"{rows.split[index]}_{rows.subject_id[index]}_v{rows.view_id[index]}.png"
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+        Image.fromarray(rows.image[index].astype(np.uint16)).save(temporary)
+        os.replace(temporary, path)
+        written.append(path)
+    return written

@@ -1,0 +1,64 @@
+"""``study demo``: the whole demo study on the embedded phantom, from data to a registered model.
+
+1. the phantom DRR data set and a preview (``study generate``, ``study preview``);
+2. the paper's four strategies, then Table 1 (``study reproduce --preset demo``);
+3. a fine-tune sweep from the shared baseline (``study sweep --preset demo --space finetune``),
+   whose best model is registered and evaluated on the test splits;
+4. where to look.
+
+Run again, it reuses everything that finished.
+"""
+
+import time
+from pathlib import Path
+
+from study import console
+from study.config import StudyConfig
+from study.data.generate import generate
+from study.data.preview import write_preview
+from study.evaluation.reproduce import default_report_folder, reproduce
+from study.sweeps.driver import default_sweep_name, resume, sweep
+from study.sweeps.plan import PLAN_FILE, sweep_folder
+from study.tracking import Tracker
+
+__all__ = ["run_demo"]
+
+SPACE = "finetune"
+
+
+def run_demo(config: StudyConfig, data_dir: Path, trials: int) -> None:
+    """Run the four stages, saying where each one is."""
+    started = time.monotonic()
+
+    def stage(number: int, text: str) -> None:
+        console.say(f"demo {number}/4: {text} ({console.format_duration(time.monotonic() - started)} elapsed)")
+
+    stage(1, "the phantom DRR data set and a preview")
+    generate(config, data_dir)
+    console.say(f"preview: {write_preview(data_dir, data_dir / 'preview.png')}")
+    stage(2, f"the paper's four strategies, then Table 1 (study reproduce --preset {config.name})")
+    reproduce(config, data_dir)
+    name = default_sweep_name(config, SPACE)
+    stage(
+        3,
+        f"a {trials}-trial fine-tune sweep from the shared baseline (study sweep --preset {config.name} "
+        f"--space {SPACE} --trials {trials})",
+    )
+    folder = sweep_folder(config, name)
+    result = resume(folder) if (folder / PLAN_FILE).is_file() else sweep(config, SPACE, trials, data_dir, name)
+    stage(4, "where to look")
+    uri = Tracker.for_uri(config).uri
+    report = default_report_folder(config)
+    experiment = config.tracking.experiment or config.name
+    console.say(f"  Table 1 and plots:   {report}/ (table1.md, per_landmark_rmse.png, error_cdf.png, examples.png)")
+    console.say(
+        f"  the sweep:           {result.folder}/report/ (trials.csv, optimization_history.png, best_config.yaml)"
+    )
+    console.say(f"  registered model:    {result.registered}")
+    console.say(f"  logs:                {report}/{console.LOG_NAME} (Ray, MLflow and torch messages)")
+    console.say(
+        f"  MLflow:              mlflow ui --backend-store-uri {uri} --port 5000   (then http://127.0.0.1:5000,"
+    )
+    console.say(
+        f"                       experiment '{experiment}': '{config.name}-reproduce' and '{name}' are parent runs)"
+    )

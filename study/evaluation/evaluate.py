@@ -1,0 +1,62 @@
+"""``study evaluate``: a trained model on the test splits, as the paper's Table 1 measures it, logged to its MLflow run.
+
+The model is a checkpoint folder or an MLflow run id (``study.evaluation.models``). Writes
+``per_image.csv`` (one row per image and method: landmark errors, predictions, pose errors),
+``summary.json`` (per split and method) and plots into the output folder, and logs them with the
+metrics (``<split>_<metric>`` for argmax, the paper's, ``<split>_soft_<metric>`` for soft-argmax)
+to the MLflow run.
+"""
+
+from pathlib import Path
+
+from components.dataset import TEST_SPLITS
+from study import console
+from study.config import StudyConfig
+from study.data.generate import default_out_dir
+from study.evaluation.measure import evaluate_checkpoint, metric_names
+from study.evaluation.models import resolve_model
+from study.evaluation.plots import error_cdf_plot, example_plot, per_landmark_plot
+from study.files import write_csv, write_json
+from study.tracking import Tracker
+
+__all__ = ["default_evaluation_folder", "evaluate"]
+
+
+def default_evaluation_folder(reference: str) -> Path:
+    """``evaluations/<run id or checkpoint folder name>``."""
+    return Path("evaluations") / (Path(reference).name if Path(reference).exists() else reference)
+
+
+def evaluate(
+    reference: str,
+    config: StudyConfig | None = None,
+    data_dir: str | Path | None = None,
+    splits=TEST_SPLITS,
+    out_dir: str | Path | None = None,
+) -> dict:
+    """Evaluate, write the files, log them to the model's MLflow run; returns the summaries."""
+    checkpoint, run_id, config = resolve_model(reference, config)
+    data_dir = Path(data_dir or default_out_dir(config))
+    out_dir = Path(out_dir or default_evaluation_folder(reference))
+    records, summaries = evaluate_checkpoint(checkpoint, config, data_dir, splits)
+    files = [write_csv(records, out_dir / "per_image.csv"), write_json(summaries, out_dir / "summary.json")]
+    files.append(per_landmark_plot({"model": summaries}, out_dir / "per_landmark_rmse.png"))
+    files.append(error_cdf_plot({"model": records}, out_dir / "error_cdf.png"))
+    if config.report.examples:
+        examples = out_dir / "examples.png"
+        files.append(example_plot({"model": checkpoint}, config, data_dir, splits[0], examples, config.report.examples))
+    for split, methods in summaries.items():
+        argmax, soft = methods["argmax"], methods["soft_argmax"]
+        console.say(
+            f"{split}: RMSE {argmax['rmse_px']:.2f} px "
+            f"(95% CI {argmax['rmse_px_ci_low']:.2f}-{argmax['rmse_px_ci_high']:.2f}), "
+            f"{argmax['rmse_isocenter_mm']:.2f} mm at the isocentre; soft-argmax {soft['rmse_px']:.2f} px; "
+            f"mTRE median {argmax['mtre_mm_median']:.1f} mm, success {100 * argmax['success_rate']:.0f}%"
+        )
+    if run_id is not None:
+        tracker = Tracker.for_uri(config)
+        tracker.log_metrics(run_id, metric_names(summaries), step=0)
+        for path in files:
+            tracker.log_file(run_id, path, "evaluation")
+    console.say(f"evaluation: {out_dir}")
+    return summaries

@@ -1,0 +1,82 @@
+"""Drawing DRRs and landmarks with matplotlib (headless), and saving figures as PNG atomically.
+
+Images are drawn in pixel coordinates (docs/architecture.md): pixel ``[r, c]`` covers
+``(c..c+1, r..r+1)``, so a landmark at ``(u, v)`` lands where the data set says it is.
+"""
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = ["COLORS", "draw_image", "draw_landmarks", "plt", "prediction_grid", "save_figure"]
+
+COLORS = plt.get_cmap("tab10")
+
+
+def draw_image(axis, image: np.ndarray) -> None:
+    """An (H, W) image in pixel coordinates."""
+    height, width = image.shape
+    axis.imshow(image, cmap="gray", extent=(0, width, height, 0))
+
+
+def draw_landmarks(axis, points: np.ndarray, visible: np.ndarray, numbered: bool = False, marker: str = "o") -> None:
+    """(8, 2) landmarks in their colours; ``marker`` "o" for the truth, "x" for predictions."""
+    for slot, ((u, v), shown) in enumerate(zip(points, visible, strict=True)):
+        if not shown:
+            continue
+        if marker == "o":
+            axis.scatter([u], [v], s=18, color=COLORS(slot), edgecolors="black", linewidths=0.5)
+        else:
+            axis.scatter([u], [v], s=30, color=COLORS(slot), marker=marker, linewidths=1.5)
+        if numbered:
+            axis.annotate(
+                str(slot + 1),
+                (u, v),
+                xytext=(3, -3),
+                textcoords="offset points",
+                color=COLORS(slot),
+                fontsize=8,
+                fontweight="bold",
+            )
+
+
+def save_figure(figure, out: str | Path) -> Path:
+    """Save a figure to the PNG ``out`` atomically and close it."""
+    out = Path(out)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    os.replace(temporary, out)
+    return out
+
+
+def prediction_grid(
+    images: np.ndarray, truth: np.ndarray, visible: np.ndarray, predicted: dict[str, np.ndarray], names: list[str]
+):
+    """A figure of (B, H, W) images, one row per label of ``predicted`` ((B, 8, 2) px each), one column per image.
+
+    Each panel shows the true landmarks (circles, numbered) and the label's predictions (crosses),
+    titled with the image's name and its RMSE over the visible landmarks.
+    """
+    count = len(images)
+    figure, axes = plt.subplots(len(predicted), count, figsize=(2.8 * count, 3.0 * len(predicted)), squeeze=False)
+    for row, (label, points) in enumerate(predicted.items()):
+        for column in range(count):
+            axis = axes[row, column]
+            axis.axis("off")
+            draw_image(axis, images[column])
+            draw_landmarks(axis, truth[column], visible[column], numbered=True)
+            draw_landmarks(axis, points[column], visible[column], marker="x")
+            shown = visible[column]
+            rmse = np.sqrt(((points[column] - truth[column]) ** 2).sum(-1)[shown].mean()) if shown.any() else np.nan
+            prefix = f"{label}: " if len(predicted) > 1 else ""
+            axis.set_title(f"{prefix}{names[column]}, RMSE {rmse:.1f} px", fontsize=7)
+    figure.suptitle("o truth   x prediction (argmax)", fontsize=8)
+    return figure

@@ -1,0 +1,98 @@
+"""What happens with each epoch's report: a line for the person, metrics for MLflow, results for Ray Tune.
+
+``EpochLogger`` runs on the Ray Train controller (as a ``UserCallback``, relaying its lines to
+the driver's terminal) or in this process. ``TuneReportExceptLast`` forwards a Ray Train run's
+reports to the Ray Tune trial it runs in.
+"""
+
+import math
+import time
+
+from ray.train.v2.api.callback import UserCallback
+
+from study import console
+from study.tracking import log_metrics
+
+__all__ = ["EpochLogger", "TuneReportExceptLast", "epoch_line", "is_final"]
+
+
+class EpochLogger(UserCallback):
+    """Say each epoch's line and log its metrics to MLflow run ``run_id``.
+
+    ``echo``: whether the line reaches the terminal (off for sweep trials: the sweep shows a line per trial).
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, strategy: str, echo: bool = True):
+        self.tracking_uri, self.run_id, self.strategy, self.echo = tracking_uri, run_id, strategy, echo
+        self.client, self.started, self.first_report, self.epochs_seen = None, time.monotonic(), None, 0
+
+    def after_report(self, run_context, metrics, checkpoint):
+        """Ray Train's hook, on its controller: the line goes to the driver by ``console.relay``."""
+        line = self.record(metrics[0])
+        if self.echo:
+            console.relay(line)
+
+    def log(self, reported: dict) -> None:
+        """In this process."""
+        line = self.record(reported)
+        if self.echo:
+            console.say(line)
+        else:
+            print(line, flush=True)  # into the trial's log
+
+    def record(self, reported: dict) -> str:
+        """Log the epoch's metrics; its line, with the time since the run started and the time left.
+
+        The time left counts epochs at the pace since the first report (start-up is paid once); after
+        the first report, at that epoch's own length.
+        """
+        from mlflow.tracking import MlflowClient
+
+        self.client = self.client or MlflowClient(self.tracking_uri)
+        metrics = {key: value for key, value in reported.items() if key != "epoch"}
+        log_metrics(self.client, self.run_id, metrics, int(reported["epoch"]))
+        now = time.monotonic()
+        self.epochs_seen += 1
+        if self.first_report is None:
+            self.first_report, pace = now, reported["epoch_seconds"]
+        else:
+            pace = (now - self.first_report) / (self.epochs_seen - 1)
+        left = 0.0 if is_final(reported) else (reported["epochs"] - reported["epoch"] - 1) * pace
+        return epoch_line(self.strategy, reported, now - self.started, left)
+
+
+def epoch_line(strategy: str, metrics: dict, elapsed: float = math.nan, left: float = math.nan) -> str:
+    """One epoch as a line, e.g. ``baseline epoch 3/15: loss 0.0123, val RMSE 4.21 px (soft-argmax 4.50),
+    pose 5.07 deg / 13.1 mm; 7.0 s, 21s elapsed, about 1m24s left``."""
+    text = f"{strategy} epoch {metrics['epoch'] + 1}/{metrics['epochs']}"
+    if metrics.get("status") == "diverged":
+        return f"{text}: diverged (loss not finite, or running above the divergence factor times its start); stopping"
+    text += f": loss {metrics.get('train_loss', math.nan):.4g}"
+    if "val_rmse_px" in metrics:
+        text += f", val RMSE {metrics['val_rmse_px']:.2f} px (soft-argmax {metrics['val_rmse_soft_px']:.2f})"
+        rotation, translation = metrics.get("val_rotation_deg", math.nan), metrics.get("val_translation_mm", math.nan)
+        text += f", pose {rotation:.2f} deg / {translation:.1f} mm"
+    text += f"; {metrics['epoch_seconds']:.1f} s"
+    if math.isfinite(elapsed):
+        text += f", {console.format_duration(elapsed)} elapsed"
+    if math.isfinite(left) and left > 0:
+        text += f", about {console.format_duration(left)} left"
+    return text
+
+
+def is_final(metrics: dict) -> bool:
+    """The report of a run's last epoch (or of its diverged one)."""
+    return metrics.get("status") == "diverged" or metrics["epoch"] + 1 == metrics["epochs"]
+
+
+def TuneReportExceptLast():
+    """Ray Tune's ``TuneReportCallback``, holding back the final epoch, which ``train`` reports itself
+    after the run is logged: Tune may end a trial (e.g. ASHA at ``max_t``) as soon as it sees it."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class Callback(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if not is_final(metrics[0]):
+                super().after_report(run_context, metrics, checkpoint)
+
+    return Callback()

@@ -1,0 +1,301 @@
+"""``study train``: one strategy of a study config, on Ray Train (DDP) or in this process, tracked in MLflow.
+
+A strategy (``train.strategies.<name>``) starts from random weights, from another strategy's best
+checkpoint (trained first when it has no finished run), from a checkpoint folder or from an MLflow
+run, then runs its phases in order (``study.training.loop``).
+
+How a run is put together:
+
+- the driver (``train``) claims the run folder, resolves the start and opens the MLflow run;
+- on Ray Train (``train.workers`` DDP workers), a ``TorchTrainer`` gets the ``train`` and ``val``
+  Parquet splits as Ray Datasets (``train`` split across workers); every worker keeps its share
+  in memory; Ray keeps the latest and the best checkpoint by ``train.selection_metric``; a worker
+  that dies restarts from the latest one (``train.max_failures``);
+- in process (sweep trials), one ``LocalWorker`` reads the rows with pyarrow and keeps its
+  checkpoints in the run folder;
+- every epoch, ``EpochLogger`` says a line and logs the metrics to MLflow;
+- starting a run again with the same name resumes it; a finished run is returned as it is;
+- at the end the driver logs the best checkpoint and PNG overlays of val predictions.
+"""
+
+import math
+import tempfile
+from pathlib import Path
+
+import ray
+import ray.data
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from components import training
+from components.dataset import DatasetError, read_split
+from components.manifest import read_manifest
+from components.model import CHECKPOINT_FILE, load_checkpoint, load_trained_model
+from study import console
+from study.config import ConfigError, StudyConfig
+from study.figures import prediction_grid, save_figure
+from study.runtime import ensure_ray
+from study.tracking import Tracker
+from study.training import faults
+from study.training.callbacks import EpochLogger, TuneReportExceptLast, is_final
+from study.training.loop import train_loop
+from study.training.run_folder import (
+    BEST_CHECKPOINT,
+    LATEST_CHECKPOINT,
+    TrainResult,
+    claim_run_folder,
+    read_result,
+    run_identity,
+    storage_folder,
+    write_result,
+)
+from study.training.workers import LocalWorker, ray_train_loop
+
+__all__ = ["resolve_init", "train"]
+
+
+def train(
+    config: StudyConfig,
+    strategy: str,
+    data_dir: str | Path,
+    init: str | None = None,
+    name: str | None = None,
+    parent_run_id: str | None = None,
+    in_process: bool = False,
+    report_to_tune: bool = False,
+) -> TrainResult:
+    """Train ``strategy`` of ``config`` on the data set in ``data_dir``; resume or return a run of the same name.
+
+    Args:
+        init: overrides the strategy's start (a strategy name, checkpoint folder or MLflow run id).
+        name: the run name (default ``config.run_name(strategy)``); Ray's run folder and the MLflow run.
+        parent_run_id: an MLflow run to nest this run under.
+        in_process: train here, in one process, instead of on Ray Train workers (small CPU runs, sweep trials).
+        report_to_tune: also report every epoch to Ray Tune (when called from a Tune trial).
+    """
+    if config.train is None:
+        raise ConfigError(f"config '{config.name}' has no 'train' section")
+    strategies = config.train.strategies
+    if strategy not in strategies:
+        raise ConfigError(f"strategy '{strategy}' is not in the config (strategies: {', '.join(strategies)})")
+    data_dir = Path(data_dir)
+    name = name or config.run_name(strategy)
+    storage = storage_folder(config)
+    run_folder = Path(storage) / name
+    local = "://" not in storage
+    if in_process and not local:
+        raise ConfigError(f"train.storage '{storage}': training in process needs a local folder")
+    if local:
+        claim_run_folder(run_folder, run_identity(config, strategy, init, in_process))
+        finished = read_result(run_folder)
+        if finished is not None:
+            console.say(f"{name}: already trained ({finished.status}, {finished.epochs} epochs); reused")
+            return finished
+    data_manifest = complete_manifest(data_dir)
+    tracker = Tracker(config)
+    init_checkpoint = resolve_init(config, init if init is not None else strategies[strategy].init, data_dir, tracker)
+    tags = {
+        "study.strategy": strategy,
+        "study.dataset_hash": data_manifest["dataset_hash"],
+        "study.data_dir": str(data_dir.resolve()),
+        "study.init": str(init_checkpoint),
+    }
+    run_id = tracker.start_run(name, config, tags, parent_run_id)
+
+    ensure_ray()
+    use_gpu = config.train.use_gpu if config.train.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    loop_config = {
+        "config": config.model_dump_json(),
+        "strategy": strategy,
+        "init": init_checkpoint,
+        "fail_once": faults.FAIL_ONCE,
+    }
+    logger = EpochLogger(tracker.uri, run_id, strategy, echo=not report_to_tune)
+    where = "in this process" if in_process else f"on {config.train.workers} Ray Train worker(s)"
+    console.say(f"{name}: training '{strategy}' {where} ({'GPU' if use_gpu else 'CPU'}); MLflow run {run_id}")
+    try:
+        if in_process:
+            result = train_in_process(loop_config, config, name, run_folder, data_dir, use_gpu, logger, report_to_tune)
+        else:
+            result = train_on_ray(loop_config, config, name, storage, data_dir, use_gpu, logger, report_to_tune)
+    except Exception:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    result.run_id = run_id
+    finish_tracking(tracker, config, result, data_dir)
+    if local:
+        write_result(run_folder, result)
+    if report_to_tune:  # the final epoch, held back until the run is logged and its result written
+        from ray import tune
+
+        tune.report(result.last_metrics)
+    metric = config.train.selection_metric
+    best = result.best_metrics.get(metric, math.nan)
+    console.say(f"{name}: {result.status} after {result.epochs} epoch(s); best {metric} {best:.3f}")
+    return result
+
+
+def resolve_init(config: StudyConfig, init: str | None, data_dir: Path, tracker: Tracker) -> str | None:
+    """The checkpoint folder a strategy starts from (None: random weights)."""
+    if init is None:
+        return None
+    if init in config.train.strategies:
+        console.say(f"start: the best checkpoint of strategy '{init}'")
+        start = train(config, init, data_dir)
+        if start.best_checkpoint is None:
+            raise ConfigError(f"strategy '{init}' {start.status} before its first checkpoint; nothing to start from")
+        return start.best_checkpoint
+    if Path(init).exists():
+        load_checkpoint(init)
+        return str(Path(init).resolve())
+    return str(tracker.download_checkpoint(init))
+
+
+def complete_manifest(data_dir: Path) -> dict:
+    """The manifest of a complete data set with train and val rows (else a ``DatasetError`` naming the folder)."""
+    data_manifest = read_manifest(data_dir)
+    if data_manifest is None or data_manifest.get("status") != "complete":
+        raise DatasetError(f"{data_dir}: not a complete data set (run 'study generate' first)")
+    for split in ("train", "val"):
+        if not data_manifest["rows"].get(split):
+            raise DatasetError(f"{data_dir}: the '{split}' split has no rows; training needs train and val DRRs")
+    return data_manifest
+
+
+def train_on_ray(
+    loop_config: dict,
+    config: StudyConfig,
+    name: str,
+    storage: str,
+    data_dir: Path,
+    use_gpu: bool,
+    logger: EpochLogger,
+    report_to_tune: bool,
+) -> TrainResult:
+    """A ``TorchTrainer`` run: DDP over ``train.workers`` workers, checkpoints in Ray's run folder."""
+    columns = list(training.COLUMNS)
+    datasets = {
+        split: ray.data.read_parquet(str(data_dir / split)).select_columns(columns) for split in ("train", "val")
+    }
+    metric = config.train.selection_metric
+    callbacks = [logger] + ([TuneReportExceptLast()] if report_to_tune else [])
+    trainer = TorchTrainer(
+        ray_train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=config.train.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": config.train.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=config.train.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order="min"
+            ),
+            callbacks=callbacks,
+            logging_config=LoggingConfig(log_level="WARNING"),  # EpochLogger says each epoch instead
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    relayed = console.relayed_lines()
+    result = summarise(trainer.fit(), name, loop_config["strategy"], metric)
+    console.wait_for_relayed(relayed + result.epochs - int(result.last_metrics.get("first_epoch", 0)))
+    return result
+
+
+def train_in_process(
+    loop_config: dict,
+    config: StudyConfig,
+    name: str,
+    run_folder: Path,
+    data_dir: Path,
+    use_gpu: bool,
+    logger: EpochLogger,
+    report_to_tune: bool,
+) -> TrainResult:
+    """One process, no DDP (``train.workers`` is ignored), checkpoints in ``run_folder``; a run started again
+    resumes."""
+    reports = []
+
+    def on_report(metrics: dict) -> None:
+        reports.append(metrics)
+        logger.log(metrics)
+        if report_to_tune and not is_final(metrics):
+            from ray import tune
+
+            tune.report(metrics)
+
+    metric = config.train.selection_metric
+    worker = LocalWorker(run_folder, data_dir, metric, use_gpu, config.train.cpus_per_worker, on_report)
+    returned = train_loop(loop_config, worker)
+    best = run_folder / BEST_CHECKPOINT
+    has_best = (best / CHECKPOINT_FILE).is_file()
+    latest = run_folder / LATEST_CHECKPOINT
+    if reports:
+        last_metrics = reports[-1]
+    else:
+        last_metrics = load_checkpoint(latest)["metrics"] if (latest / CHECKPOINT_FILE).is_file() else {}
+    return TrainResult(
+        run_name=name,
+        strategy=loop_config["strategy"],
+        status=returned["status"],
+        epochs=returned["epoch"] + 1,
+        best_checkpoint=str(best) if has_best else None,
+        best_metrics=load_checkpoint(best)["metrics"] if has_best else {},
+        last_metrics=last_metrics,
+    )
+
+
+def summarise(fitted, name: str, strategy: str, metric: str) -> TrainResult:
+    """The ``TrainResult`` of a finished ``TorchTrainer.fit()``."""
+    returned = fitted.return_value or {}
+    last = {k: v for k, v in (fitted.metrics or {}).items() if isinstance(v, int | float | str)}
+    best = fitted.get_best_checkpoint(metric, "min") if fitted.best_checkpoints else None
+    best_metrics = next((m for c, m in fitted.best_checkpoints or [] if best is not None and c.path == best.path), {})
+    return TrainResult(
+        run_name=name,
+        strategy=strategy,
+        status=returned.get("status", last.get("status", "finished")),
+        epochs=int(returned.get("epoch", last.get("epoch", -1))) + 1,
+        best_checkpoint=best.path if best is not None else None,
+        best_metrics={k: v for k, v in best_metrics.items() if isinstance(v, int | float)},
+        last_metrics=last,
+    )
+
+
+def val_overlays(checkpoint: str | Path, data_dir: Path, out: Path, config: StudyConfig, count: int) -> Path:
+    """The first ``count`` val DRRs with their true (circles) and predicted (crosses, argmax) landmarks."""
+    rows = read_split(data_dir, "val")
+    count = min(count, len(rows))
+    columns = {key: value[:count] for key, value in training.columns_of(rows).items()}
+    model = load_trained_model(checkpoint)
+    camera = config.data.render_camera()
+    predictions = training.predict(model.network, columns, camera, model.decoding.temperature)
+    names = [f"{rows.subject_id[i]} v{rows.view_id[i]}" for i in range(count)]
+    figure = prediction_grid(
+        columns["image"], columns["landmarks_2d"], columns["visible"], {"model": predictions.argmax.numpy()}, names
+    )
+    return save_figure(figure, out)
+
+
+def finish_tracking(tracker: Tracker, config: StudyConfig, result: TrainResult, data_dir: Path) -> None:
+    """Log the best checkpoint, its metrics and val overlays; end the MLflow run with the study's status."""
+    tracker.set_tags(result.run_id, {"study.status": result.status, "study.epochs": result.epochs})
+    if result.best_checkpoint is not None:
+        best_val = {f"best_{k}": v for k, v in result.best_metrics.items() if k.startswith("val_")}
+        tracker.log_metrics(result.run_id, best_val, result.epochs)
+        tracker.log_artifacts(result.run_id, result.best_checkpoint, BEST_CHECKPOINT)
+        if config.tracking.overlays:
+            with tempfile.TemporaryDirectory() as folder:
+                png = val_overlays(
+                    result.best_checkpoint,
+                    data_dir,
+                    Path(folder) / "val_overlays.png",
+                    config,
+                    config.tracking.overlays,
+                )
+                tracker.log_file(result.run_id, png, "plots")
+    tracker.end_run(result.run_id, "FINISHED")

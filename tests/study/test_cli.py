@@ -1,0 +1,102 @@
+"""The command line as a person sees it: one-line errors, the study's lines on the terminal, the rest in study.log."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study import console
+from study.cli import build_parser, main
+from tests.helpers import REPO
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {image_size: 3}\n")
+    assert main(["generate", "--config", str(bad), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {bad}") and "data.image_size" in error and "\n" not in error
+
+
+def test_resume_takes_the_folder_only(capsys):
+    assert main(["sweep", "--resume", "sweeps/x", "--preset", "demo"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --resume takes the sweep folder only: its config and search space are stored there"
+    )
+
+
+def test_an_unknown_search_space_lists_the_shipped_ones(tmp_path, capsys):
+    arguments = ["sweep", "--preset", "demo", "--space", "finetuning", "--set", f"sweep.storage={tmp_path}"]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert "finetuning: neither a search space file nor a shipped search space" in error
+    assert "composite, finetune, strategy" in error and "\n" not in error
+
+
+@pytest.mark.parametrize(
+    "command", ["generate", "preview", "train", "evaluate", "reproduce", "sweep", "predict", "demo"]
+)
+def test_every_command_takes_verbose(command):
+    required = {
+        "generate": ["--preset", "demo"],
+        "preview": ["--data", "d"],
+        "train": ["--preset", "demo", "--strategy", "baseline"],
+        "evaluate": ["--run", "r"],
+        "reproduce": ["--preset", "demo"],
+        "predict": ["--model", "m", "image.png"],
+    }
+    args = build_parser().parse_args([command, *required.get(command, []), "--verbose"])
+    assert args.verbose is True
+
+
+STUDY_LINE = re.compile(r"^(data set: |rendering: )")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # above the two commands' 300 s each
+def test_generate_shows_its_own_lines_and_logs_the_rest(tmp_path, tiny_config_path, ray_session):
+    environment = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "study", "generate", "--config", str(tiny_config_path)]
+
+    run = {"env": environment, "capture_output": True, "text": True, "timeout": 300}
+    quiet = subprocess.run([*command, "--out", str(tmp_path / "quiet")], **run)
+    assert quiet.returncode == 0, quiet.stderr
+    lines = quiet.stdout.splitlines()
+    assert lines and all(STUDY_LINE.match(line) for line in lines), quiet.stdout
+    assert quiet.stderr == ""
+    log = (tmp_path / "quiet" / console.LOG_NAME).read_text()
+    assert "===== " in log and "study generate --config" in log
+    assert re.search(r"Ray cluster|Ray instance", log), log[-2000:]  # Ray's own INFO lines, kept in the log
+
+    verbose = subprocess.run([*command, "--out", str(tmp_path / "verbose"), "--verbose"], **run)
+    assert verbose.returncode == 0, verbose.stderr
+    assert re.search(r"Ray cluster|Ray instance", verbose.stdout + verbose.stderr)
+    assert not (tmp_path / "verbose" / console.LOG_NAME).exists()
+
+
+@pytest.mark.slow
+def test_train_on_ray_shows_each_epoch_and_nothing_of_ray(train_study, tmp_path, capfd, monkeypatch):
+    """The epochs are said by the Ray Train controller, in another process, and relayed to this terminal.
+
+    (The run is the training tests' ``pose_only`` run: they reuse it when it ran here first.)
+    """
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config, data = train_study
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(config.model_dump_json())  # JSON is YAML
+    code = main(["train", "--config", str(config_path), "--strategy", "pose_only", "--data", str(data)])
+    out, err = capfd.readouterr()
+    assert code == 0 and err == "", err
+    lines = out.splitlines()
+    epochs = [line for line in lines if line.startswith("pose_only epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["pose_only epoch 1/2", "pose_only epoch 2/2"], out
+    assert "elapsed" in epochs[0] and "left" in epochs[0] and "left" not in epochs[1]
+    name = config.run_name("pose_only")
+    assert lines[-1].startswith(f"{name}: finished after 2 epoch(s)"), out
+    others = [line for line in lines if line not in epochs]
+    assert all(line.startswith(("data set: ", f"{name}: ")) for line in others), out
+    log = Path(config.train.storage) / name / console.LOG_NAME
+    assert "pose_only epoch 2/2" in log.read_text()  # relayed lines are in the log too, with Ray's own
