@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test test-fast lint format install benchmarks clean-data
 
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
-	touch $(STAMP)
+	@echo "install: the pinned dependencies into $(VENV)/ (minutes the first time; pip's output: $(VENV)/install.log)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@( $(BIN)/python -m pip install --upgrade pip && \
+	   $(BIN)/python -m pip install --constraint constraints.txt --editable '.[dev]' ) > $(VENV)/install.log 2>&1 \
+	   || { tail -n 40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
 
@@ -35,7 +37,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 benchmarks: $(STAMP)
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev,bench]' >> $(VENV)/install.log 2>&1
 	$(BIN)/python benchmarks/drr_generation.py
 	$(BIN)/python benchmarks/registration.py
 

@@ -141,10 +141,10 @@ def cmd_demo(args) -> None:
         run_demo(config, Path(args.out or default_out_dir(config)), args.trials)
 
 
-def add_config_arguments(command: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--preset`` (alias ``--config``) and repeated ``--set KEY=VALUE`` overrides."""
-    help_text = "a preset name (demo, paper) or a YAML file"
-    help_text += "" if required else " (default: the one stored in the checkpoint)"
+def add_config_arguments(command: argparse.ArgumentParser, required: bool = True, otherwise: str = "") -> None:
+    """``--preset`` (alias ``--config``) and repeated ``--set KEY=VALUE`` overrides; ``otherwise`` says what
+    happens without ``--preset`` when it is not required."""
+    help_text = "a preset name (demo, paper) or a YAML file" + (f" ({otherwise})" if otherwise else "")
     command.add_argument("--preset", "--config", dest="preset", required=required, help=help_text)
     command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = command("evaluate", "a trained model on the test splits (RMSE, pose errors), logged to its MLflow run")
     evaluate.add_argument("--run", required=True, help="an MLflow run id, or a checkpoint folder")
     evaluate.add_argument("--splits", nargs="+", default=list(TEST_SPLITS), choices=["val", *TEST_SPLITS])
-    add_config_arguments(evaluate, required=False)
+    add_config_arguments(evaluate, required=False, otherwise="default: the one stored in the checkpoint")
     evaluate.add_argument("--data", help="data set folder (default: data/<config name>)")
     evaluate.add_argument("--out", help="output folder (default: evaluations/<run id or checkpoint name>)")
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(handler=cmd_reproduce)
 
     sweep = command("sweep", "a Ray Tune + Optuna sweep over a search space, every trial an MLflow child run")
-    add_config_arguments(sweep, required=False)
+    add_config_arguments(sweep, required=False, otherwise="needed for a new sweep; --resume takes it from the folder")
     sweep.add_argument("--space", help="a shipped search space (finetune, composite, strategy) or a YAML file")
     sweep.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
     sweep.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--landmarks-3d", dest="landmarks_3d", help="a landmark file (RAS/LPS mm, CT-centred): also estimate the pose"
     )
-    add_config_arguments(predict, required=False)
+    add_config_arguments(predict, required=False, otherwise="default: the one stored in the checkpoint")
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
     predict.set_defaults(handler=cmd_predict)
 

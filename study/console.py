@@ -26,23 +26,13 @@ from pathlib import Path
 from typing import TextIO
 
 __all__ = [
-    "LOG_NAME",
-    "RELAY_PREFIX",
-    "Progress",
-    "current_log",
-    "format_duration",
-    "in_session",
-    "listen_to_ray",
-    "relay",
-    "relayed_lines",
-    "say",
-    "session",
-    "wait_for_relayed",
-    "warn",
-]
+    "LAST_RELAY_PREFIX", "LOG_NAME", "RELAY_PREFIX", "Progress", "current_log", "format_duration", "in_session",
+    "last_relayed", "listen_to_ray", "relay", "say", "session", "wait_for_last_relayed", "warn",
+]  # fmt: skip
 
 LOG_NAME = "study.log"  # a command's log file, in its folder
 RELAY_PREFIX = "[study] "
+LAST_RELAY_PREFIX = "[study, last] "  # the last line of a remote run (e.g. its final epoch)
 _DISPATCHER_HANDLER = "study_console"
 
 
@@ -52,7 +42,7 @@ class _Session:
     def __init__(self, out: TextIO, err: TextIO, log_path: Path | None):
         self.out, self.err, self.log_path = out, err, log_path
         self.listening_to_ray = False
-        self.relayed = 0  # lines relayed so far
+        self.relayed_last = 0  # last lines of remote runs shown so far
 
 
 _current: _Session | None = None
@@ -72,9 +62,12 @@ def warn(text: str) -> None:
     stream.flush()
 
 
-def relay(text: str) -> None:
-    """A line said in another process of the study (e.g. a Ray actor): the driver's session shows it."""
-    print(RELAY_PREFIX + text, flush=True)
+def relay(text: str, last: bool = False) -> None:
+    """A line said in another process of the study (e.g. a Ray actor): the driver's session shows it.
+
+    ``last``: the last line of what that process does for the driver (see ``wait_for_last_relayed``).
+    """
+    print((LAST_RELAY_PREFIX if last else RELAY_PREFIX) + text, flush=True)
 
 
 def format_duration(seconds: float) -> str:
@@ -143,21 +136,24 @@ def _relay_to_terminal(data: dict) -> None:
     if _current is None:
         return
     for line in data.get("lines", []):
-        if line.startswith(RELAY_PREFIX):
-            say(line[len(RELAY_PREFIX) :])
-            _current.relayed += 1
+        for prefix in (LAST_RELAY_PREFIX, RELAY_PREFIX):
+            if line.startswith(prefix):
+                say(line[len(prefix) :])
+                _current.relayed_last += prefix == LAST_RELAY_PREFIX
+                break
 
 
-def relayed_lines() -> int:
-    """How many relayed lines the session has shown (0 outside a session that listens to Ray)."""
-    return _current.relayed if _current is not None and _current.listening_to_ray else 0
+def last_relayed() -> int:
+    """How many last lines the session has shown (0 outside a session that listens to Ray)."""
+    return _current.relayed_last if _current is not None and _current.listening_to_ray else 0
 
 
-def wait_for_relayed(count: int, timeout_s: float = 5.0) -> None:
-    """Wait (at most ``timeout_s``) until ``count`` relayed lines have been shown: Ray forwards worker
-    output a moment after it is written, and a run's last lines should come before what follows it."""
+def wait_for_last_relayed(count: int, timeout_s: float = 5.0) -> None:
+    """Wait (at most ``timeout_s``) until the session has shown ``count`` last lines: Ray forwards
+    worker output a moment after it is written, and a remote run's last line should come before
+    what the driver says next."""
     deadline = time.monotonic() + timeout_s
-    while _current is not None and _current.listening_to_ray and _current.relayed < count:
+    while _current is not None and _current.listening_to_ray and _current.relayed_last < count:
         if time.monotonic() > deadline:
             return
         time.sleep(0.05)

@@ -240,11 +240,10 @@ def generate(config: StudyConfig, out_dir: str | Path) -> dict:
     pending = [plan for plan in plans if not finished(plan, out_dir)]
     total_rows = sum(plan.rows for plan in plans)
     done_rows = total_rows - sum(plan.rows for plan in pending)
-    console.say(
-        f"data set: {out_dir} ({len(plans)} shards, {total_rows} DRRs; {len(plans) - len(pending)} shards already done)"
-    )
     start = time.perf_counter()
     if pending:
+        to_render = total_rows - done_rows
+        console.say(f"data set: {out_dir}: {to_render} of {total_rows} DRRs to render ({len(pending)} shards)")
         progress = console.Progress("rendering", total_rows, "DRRs", done=done_rows)
         render_pending(config, pending, out_dir, progress)
     shards = [
@@ -271,9 +270,7 @@ def generate(config: StudyConfig, out_dir: str | Path) -> dict:
         seconds_last_run=round(time.perf_counter() - start, 3),
     )
     manifest.write_manifest(out_dir, data_manifest)
-    console.say(
-        f"data set: {sum(rows_per_split.values())} DRRs {rows_per_split}; manifest {out_dir / manifest.MANIFEST_NAME}"
-    )
+    console.say(f"data set: {out_dir}: {sum(rows_per_split.values())} DRRs {rows_per_split}, complete")
     return data_manifest
 
 

@@ -17,28 +17,41 @@ __all__ = ["EpochLogger", "TuneReportExceptLast", "epoch_line", "is_final"]
 
 
 class EpochLogger(UserCallback):
-    """Say each epoch's line and log its metrics to MLflow run ``run_id``.
+    """Log each epoch's metrics to MLflow run ``run_id``, and say its line.
 
-    ``echo``: whether the line reaches the terminal (off for sweep trials: the sweep shows a line per trial).
+    The terminal gets the first epoch's line, the last one's, and one at most every ``every_s``
+    seconds between them; the others go to the log (as all of them do with ``echo`` off, for sweep
+    trials: the sweep says a line per trial).
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, strategy: str, echo: bool = True):
-        self.tracking_uri, self.run_id, self.strategy, self.echo = tracking_uri, run_id, strategy, echo
+    def __init__(self, tracking_uri: str, run_id: str, strategy: str, echo: bool = True, every_s: float = 45.0):
+        self.tracking_uri, self.run_id, self.strategy = tracking_uri, run_id, strategy
+        self.echo, self.every_s, self.last_said = echo, every_s, -math.inf
         self.client, self.started, self.first_report, self.epochs_seen = None, time.monotonic(), None, 0
 
     def after_report(self, run_context, metrics, checkpoint):
-        """Ray Train's hook, on its controller: the line goes to the driver by ``console.relay``."""
+        """Ray Train's hook, on its controller: a said line goes to the driver by ``console.relay``."""
         line = self.record(metrics[0])
-        if self.echo:
-            console.relay(line)
+        if self.shows(metrics[0]):
+            console.relay(line, last=is_final(metrics[0]))
+        else:
+            print(line, flush=True)  # forwarded by Ray into the driver's log
 
     def log(self, reported: dict) -> None:
         """In this process."""
         line = self.record(reported)
-        if self.echo:
+        if self.shows(reported):
             console.say(line)
         else:
-            print(line, flush=True)  # into the trial's log
+            print(line, flush=True)  # into the log
+
+    def shows(self, reported: dict) -> bool:
+        """Whether this epoch's line is for the terminal."""
+        now = time.monotonic()
+        if self.echo and (is_final(reported) or self.epochs_seen == 1 or now - self.last_said >= self.every_s):
+            self.last_said = now
+            return True
+        return False
 
     def record(self, reported: dict) -> str:
         """Log the epoch's metrics; its line, with the time since the run started and the time left.

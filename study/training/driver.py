@@ -200,9 +200,10 @@ def train_on_ray(
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    relayed = console.relayed_lines()
+    shown = console.last_relayed()
     result = summarise(trainer.fit(), name, loop_config["strategy"], metric)
-    console.wait_for_relayed(relayed + result.epochs - int(result.last_metrics.get("first_epoch", 0)))
+    if logger.echo:
+        console.wait_for_last_relayed(shown + 1)  # the final epoch's line, before what follows it
     return result
 
 

@@ -72,10 +72,12 @@ def test_lines_relayed_by_ray_workers_reach_the_terminal(tmp_path, capfd, monkey
     with console.session(tmp_path / console.LOG_NAME):
         console.listen_to_ray()
         dispatcher.emit({"lines": [console.RELAY_PREFIX + "epoch 3/15", "worker noise"]})
-        assert console.relayed_lines() == 1
-        console.wait_for_relayed(1, timeout_s=0.1)  # returns at once
+        assert console.last_relayed() == 0
+        dispatcher.emit({"lines": [console.LAST_RELAY_PREFIX + "epoch 15/15"]})
+        console.wait_for_last_relayed(1, timeout_s=60)  # returns at once
+        assert console.last_relayed() == 1
     dispatcher.emit({"lines": [console.RELAY_PREFIX + "after the session"]})
-    assert capfd.readouterr().out == "epoch 3/15\n"
+    assert capfd.readouterr().out == "epoch 3/15\nepoch 15/15\n"
     assert dispatcher.handlers == []
 
 
