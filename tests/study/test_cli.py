@@ -79,22 +79,19 @@ def test_generate_shows_its_own_lines_and_logs_the_rest(tmp_path, tiny_config_pa
 
 @pytest.mark.slow
 def test_train_on_ray_shows_each_epoch_and_nothing_of_ray(train_study, tmp_path, capfd, monkeypatch):
-    """The epochs are said by the Ray Train controller, in another process, and relayed to this terminal.
-
-    (The run is the training tests' ``pose_only`` run: they reuse it when it ran here first.)
-    """
+    """The epochs are said by the Ray Train controller, in another process, and relayed to this terminal."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config, data = train_study
     config_path = tmp_path / "config.yaml"
     config_path.write_text(config.model_dump_json())  # JSON is YAML
-    code = main(["train", "--config", str(config_path), "--strategy", "pose_only", "--data", str(data)])
+    name = "console-run"  # a run of its own: other tests train pose_only under its default name
+    code = main(["train", "--config", str(config_path), "--strategy", "pose_only", "--data", str(data), "--name", name])
     out, err = capfd.readouterr()
     assert code == 0 and err == "", err
     lines = out.splitlines()
     epochs = [line for line in lines if line.startswith("pose_only epoch ")]
     assert [line.split(":")[0] for line in epochs] == ["pose_only epoch 1/2", "pose_only epoch 2/2"], out
     assert "elapsed" in epochs[0] and "left" in epochs[0] and "left" not in epochs[1]
-    name = config.run_name("pose_only")
     assert lines[-1].startswith(f"{name}: finished after 2 epoch(s)"), out
     others = [line for line in lines if line not in epochs]
     assert all(line.startswith(("data set: ", f"{name}: ")) for line in others), out
