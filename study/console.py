@@ -96,7 +96,7 @@ class Progress:
         self.tty = self.stream.isatty()
         self.written = False
 
-    def update(self, count: int = 1, detail: str = "") -> None:
+    def update(self, count: int = 1) -> None:
         self.done += count
         self.new += count
         now = time.perf_counter()
@@ -106,10 +106,7 @@ class Progress:
         elapsed = now - self.start
         rate = self.new / elapsed if elapsed > 0 else math.nan
         left = (self.total - self.done) / rate if rate > 0 else math.nan
-        line = (
-            f"{self.label}: {self.done}/{self.total} {self.unit} ({rate:.1f}/s){', ' + detail if detail else ''}, "
-            f"{format_duration(elapsed)} elapsed"
-        )
+        line = f"{self.label}: {self.done}/{self.total} {self.unit} ({rate:.1f}/s), {format_duration(elapsed)} elapsed"
         if self.done < self.total:
             line += f", about {format_duration(left)} left"
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")

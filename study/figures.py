@@ -1,4 +1,5 @@
-"""Drawing DRRs and landmarks with matplotlib (headless), and saving figures as PNG atomically.
+"""Drawing DRRs and landmarks with matplotlib (headless), models' predictions beside the truth, and saving
+figures as PNG atomically.
 
 Images are drawn in pixel coordinates (docs/architecture.md): pixel ``[r, c]`` covers
 ``(c..c+1, r..r+1)``, so a landmark at ``(u, v)`` lands where the data set says it is.
@@ -13,7 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["COLORS", "draw_image", "draw_landmarks", "plt", "prediction_grid", "save_figure"]
+from components import training
+from components.dataset import read_split
+from components.geometry import Camera
+from components.model import load_trained_model
+
+__all__ = ["COLORS", "draw_image", "draw_landmarks", "plt", "prediction_examples", "save_figure"]
 
 COLORS = plt.get_cmap("tab10")
 
@@ -80,3 +86,25 @@ def prediction_grid(
             axis.set_title(f"{prefix}{names[column]}, RMSE {rmse:.1f} px", fontsize=7)
     figure.suptitle("o truth   x prediction (argmax)", fontsize=8)
     return figure
+
+
+def prediction_examples(
+    checkpoints: dict[str, str | Path],
+    camera: Camera,
+    data_dir: str | Path,
+    split: str,
+    out: str | Path,
+    count: int = 4,
+) -> Path:
+    """The PNG ``out`` of the first ``count`` images of ``split``: one row per label of ``checkpoints``, the true
+    landmarks (circles) and each model's argmax predictions (crosses), decoded as the model was trained."""
+    rows = read_split(Path(data_dir), split)
+    count = min(count, len(rows))
+    columns = {key: value[:count] for key, value in training.columns_of(rows).items()}
+    predicted = {}
+    for label, checkpoint in checkpoints.items():
+        model = load_trained_model(checkpoint)
+        predicted[label] = training.predict(model.network, columns, camera, model.decoding.temperature).argmax.numpy()
+    names = [f"{split} {rows.subject_id[i]} v{rows.view_id[i]}" for i in range(count)]
+    figure = prediction_grid(columns["image"], columns["landmarks_2d"], columns["visible"], predicted, names)
+    return save_figure(figure, out)

@@ -15,7 +15,8 @@ from study.config import StudyConfig
 from study.data.generate import default_out_dir
 from study.evaluation.measure import evaluate_checkpoint, metric_names
 from study.evaluation.models import resolve_model
-from study.evaluation.plots import error_cdf_plot, example_plot, per_landmark_plot
+from study.evaluation.plots import error_cdf_plot, per_landmark_plot
+from study.figures import prediction_examples
 from study.files import write_csv, write_json
 from study.tracking import Tracker
 
@@ -44,7 +45,10 @@ def evaluate(
     files.append(error_cdf_plot({"model": records}, out_dir / "error_cdf.png"))
     if config.report.examples:
         examples = out_dir / "examples.png"
-        files.append(example_plot({"model": checkpoint}, config, data_dir, splits[0], examples, config.report.examples))
+        camera = config.data.render_camera()
+        files.append(
+            prediction_examples({"model": checkpoint}, camera, data_dir, splits[0], examples, config.report.examples)
+        )
     for split, methods in summaries.items():
         argmax, soft = methods["argmax"], methods["soft_argmax"]
         console.say(

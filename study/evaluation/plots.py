@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from components import evaluation, training
+from components import evaluation
 from components.anatomy import LANDMARK_NAMES
-from components.dataset import read_split
-from components.model import load_trained_model
-from study.figures import plt, prediction_grid, save_figure
+from study.figures import plt, save_figure
 
-__all__ = ["error_cdf_plot", "example_plot", "per_landmark_plot", "training_curves_plot"]
+__all__ = ["error_cdf_plot", "per_landmark_plot", "training_curves_plot"]
 
 
 def per_landmark_plot(summaries: dict[str, dict], out: Path) -> Path:
@@ -53,23 +51,6 @@ def error_cdf_plot(records: dict[str, list[dict]], out: Path) -> Path:
         axis.set_title(split)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    return save_figure(figure, Path(out))
-
-
-def example_plot(
-    checkpoints: dict[str, str | Path], config, data_dir: Path, split: str, out: Path, count: int = 4
-) -> Path:
-    """The first ``count`` images of ``split``: one row per label, true (circles) and predicted (crosses) landmarks."""
-    rows = read_split(Path(data_dir), split)
-    count = min(count, len(rows))
-    columns = {key: value[:count] for key, value in training.columns_of(rows).items()}
-    camera = config.data.render_camera()
-    predicted = {}
-    for label, checkpoint in checkpoints.items():
-        model = load_trained_model(checkpoint)
-        predicted[label] = training.predict(model.network, columns, camera, model.decoding.temperature).argmax.numpy()
-    names = [f"{split} {rows.subject_id[i]} v{rows.view_id[i]}" for i in range(count)]
-    figure = prediction_grid(columns["image"], columns["landmarks_2d"], columns["visible"], predicted, names)
     return save_figure(figure, Path(out))
 
 

@@ -14,8 +14,9 @@ from study import console
 from study.config import ConfigError, StudyConfig
 from study.data.generate import default_out_dir, generate
 from study.evaluation.measure import evaluate_checkpoint, metric_names
-from study.evaluation.plots import error_cdf_plot, example_plot, per_landmark_plot, training_curves_plot
+from study.evaluation.plots import error_cdf_plot, per_landmark_plot, training_curves_plot
 from study.evaluation.table import markdown, table_1, wilcoxon_tests
+from study.figures import prediction_examples
 from study.files import read_csv, write_csv, write_json, write_text
 from study.tracking import Tracker
 from study.training.driver import train
@@ -81,9 +82,9 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
         first_seed = {k[0]: v for k, v in runs.items() if v is not None and k[1] == seeds[0]}
         files.append(per_landmark_plot(summaries, out_dir / "per_landmark_rmse.png"))
         files.append(error_cdf_plot(first_seed, out_dir / "error_cdf.png"))
-        examples = out_dir / "examples.png"
+        examples, camera = out_dir / "examples.png", config.data.render_camera()
         files.append(
-            example_plot(checkpoints, config, data_dir, TEST_SPLITS[-1], examples, config.report.examples or 4)
+            prediction_examples(checkpoints, camera, data_dir, TEST_SPLITS[-1], examples, config.report.examples or 4)
         )
     files.append(training_curves_plot(histories, out_dir / "training_curves.png"))
     for path in files:

@@ -28,12 +28,12 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer
 
 from components import training
-from components.dataset import DatasetError, read_split
+from components.dataset import DatasetError
 from components.manifest import read_manifest
-from components.model import CHECKPOINT_FILE, load_checkpoint, load_trained_model
+from components.model import CHECKPOINT_FILE, load_checkpoint
 from study import console
 from study.config import ConfigError, StudyConfig
-from study.figures import prediction_grid, save_figure
+from study.figures import prediction_examples
 from study.runtime import ensure_ray
 from study.tracking import Tracker
 from study.training import faults
@@ -267,21 +267,6 @@ def summarise(fitted, name: str, strategy: str, metric: str) -> TrainResult:
     )
 
 
-def val_overlays(checkpoint: str | Path, data_dir: Path, out: Path, config: StudyConfig, count: int) -> Path:
-    """The first ``count`` val DRRs with their true (circles) and predicted (crosses, argmax) landmarks."""
-    rows = read_split(data_dir, "val")
-    count = min(count, len(rows))
-    columns = {key: value[:count] for key, value in training.columns_of(rows).items()}
-    model = load_trained_model(checkpoint)
-    camera = config.data.render_camera()
-    predictions = training.predict(model.network, columns, camera, model.decoding.temperature)
-    names = [f"{rows.subject_id[i]} v{rows.view_id[i]}" for i in range(count)]
-    figure = prediction_grid(
-        columns["image"], columns["landmarks_2d"], columns["visible"], {"model": predictions.argmax.numpy()}, names
-    )
-    return save_figure(figure, out)
-
-
 def finish_tracking(tracker: Tracker, config: StudyConfig, result: TrainResult, data_dir: Path) -> None:
     """Log the best checkpoint, its metrics and val overlays; end the MLflow run with the study's status."""
     tracker.set_tags(result.run_id, {"study.status": result.status, "study.epochs": result.epochs})
@@ -291,12 +276,9 @@ def finish_tracking(tracker: Tracker, config: StudyConfig, result: TrainResult, 
         tracker.log_artifacts(result.run_id, result.best_checkpoint, BEST_CHECKPOINT)
         if config.tracking.overlays:
             with tempfile.TemporaryDirectory() as folder:
-                png = val_overlays(
-                    result.best_checkpoint,
-                    data_dir,
-                    Path(folder) / "val_overlays.png",
-                    config,
-                    config.tracking.overlays,
-                )
+                best = {"model": result.best_checkpoint}
+                overlays = Path(folder) / "val_overlays.png"
+                camera = config.data.render_camera()
+                png = prediction_examples(best, camera, data_dir, "val", overlays, config.tracking.overlays)
                 tracker.log_file(result.run_id, png, "plots")
     tracker.end_run(result.run_id, "FINISHED")
