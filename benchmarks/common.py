@@ -67,11 +67,19 @@ def goal(name: str, value, op: str, target, unit: str) -> dict:
     }
 
 
-def write_result(name: str, results: dict, goals: list[dict], threads: int = 1, gpu_file: bool | None = None) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (``.gpu.json`` on a GPU) atomically; print it; return its path."""
+def write_result(
+    name: str,
+    results: dict,
+    goals: list[dict],
+    threads: int = 1,
+    gpu_file: bool | None = None,
+    out: Path | None = None,
+) -> Path:
+    """Write ``benchmarks/results/<name>.json`` (``.gpu.json`` on a GPU), or ``out``, atomically; print it; return
+    its path."""
     gpu_file = torch.cuda.is_available() if gpu_file is None else gpu_file
     report = {"benchmark": name, "commit": commit(), "machine": machine(threads), "results": results, "goals": goals}
-    out = RESULTS / (f"{name}.gpu.json" if gpu_file else f"{name}.json")
+    out = out or RESULTS / (f"{name}.gpu.json" if gpu_file else f"{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(report, indent=2) + "\n")

@@ -72,7 +72,7 @@ def main() -> None:
         generate(config, folder / "data")
         ensure_ray()
         started = time.perf_counter()  # the shared baseline trains in process, as every trial does
-        baseline = train(config, "baseline", folder / "data", in_process=True)
+        baseline = train(config, "baseline", folder / "data", launcher="process")
         baseline_seconds = time.perf_counter() - started
 
         sweeps, walls = {}, {}

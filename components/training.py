@@ -91,9 +91,22 @@ def epoch_batches(count: int, batch_size: int, seed: int, epoch: int, steps: int
     return batches[:steps] if steps is not None else batches
 
 
-def augmentation_seeds(seed: int, epoch: int, rank: int, step: int, size: int) -> np.ndarray:
-    """(size,) seeds of one batch's augmentations, from (seed, epoch, rank, step)."""
-    return np.random.default_rng([seed, epoch, rank, step, 1]).integers(0, 2**31 - 1, size)
+def worker_share(batch: np.ndarray, rank: int, world_size: int) -> slice:
+    """The slice of a (global) batch that DDP worker ``rank`` of ``world_size`` trains on: equal, contiguous parts.
+
+    Every worker draws the same permutation (``epoch_batches``) and takes its part of each batch, so a
+    run on ``world_size`` workers sees the same images per step as one process does.
+    """
+    if len(batch) % world_size:
+        raise ValueError(f"a batch of {len(batch)} rows does not split evenly over {world_size} workers")
+    size = len(batch) // world_size
+    return slice(rank * size, (rank + 1) * size)
+
+
+def augmentation_seeds(seed: int, epoch: int, step: int, size: int) -> np.ndarray:
+    """(size,) seeds of one (global) batch's augmentations, from (seed, epoch, step): the same on any number of
+    workers (each takes its ``worker_share``)."""
+    return np.random.default_rng([seed, epoch, step, 1]).integers(0, 2**31 - 1, size)
 
 
 class DivergenceGuard:

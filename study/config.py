@@ -24,6 +24,7 @@ from components.poses import PoseRanges
 from components.training import SELECTION_METRICS
 
 __all__ = [
+    "LAUNCHERS",
     "PRESETS_DIR",
     "SPACES_DIR",
     "ConfigError",
@@ -37,6 +38,8 @@ __all__ = [
 PACKAGE_DIR = Path(str(resources.files("study")))  # presets and search spaces ship inside the package
 PRESETS_DIR = PACKAGE_DIR / "presets"
 SPACES_DIR = PACKAGE_DIR / "search_spaces"
+# Where ``study train`` runs: "process" (this process, all its cores), "ray_train" (DDP workers), "auto" (chosen).
+LAUNCHERS = ("auto", "process", "ray_train")
 
 
 class ConfigError(ValueError):
@@ -115,7 +118,7 @@ class PosesConfig(Strict):
 
 
 class RendererConfig(Strict):
-    name: Literal["trilinear", "siddon"] = "trilinear"
+    name: Literal["trilinear", "siddon", "nanodrr"] = "trilinear"
     patch_size: int | None = Field(None, gt=0)
     n_points: int | None = Field(None, gt=1)
     views_per_call: int = Field(1, ge=1)
@@ -177,9 +180,12 @@ class TrainConfig(Strict):
     model: UNetSettings = UNetSettings()
     loss: LossSettings = LossSettings()
     augment: IntensityRanges | None = Field(None, description="intensity augmentation (None: off)")
-    batch_size: int = Field(8, ge=1, description="per worker")
-    workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes)")
-    cpus_per_worker: float = Field(1.0, gt=0)
+    batch_size: int = Field(8, ge=1, description="images per optimizer step (split evenly over DDP workers)")
+    launcher: Literal[LAUNCHERS] = Field(
+        "auto", description="auto: in this process without GPUs on one node, else ray_train (DDP over 'workers')"
+    )
+    workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes) of launcher ray_train")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per Ray Train worker")
     use_gpu: bool | None = Field(None, description="default: when Ray has GPUs")
     amp: bool = Field(True, description="mixed precision on GPU")
     divergence_factor: float | None = Field(
@@ -192,6 +198,12 @@ class TrainConfig(Strict):
     def loss_context(self, data: DataConfig) -> LossContext:
         """What the losses need: the settings, and the detector at the training resolution."""
         return LossContext(data.render_camera(), data.poses.source_to_isocenter, self.loss)
+
+    @model_validator(mode="after")
+    def batches_split_over_the_workers(self):
+        if self.batch_size % self.workers:
+            raise ValueError(f"batch_size {self.batch_size} does not split evenly over {self.workers} workers")
+        return self
 
     @model_validator(mode="after")
     def inits_name_known_strategies(self):

@@ -15,9 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from components import training
-from components.dataset import read_split
 from components.geometry import Camera
 from components.model import load_trained_model
+from study.training.data import split_columns, split_rows
 
 __all__ = ["COLORS", "draw_image", "draw_landmarks", "plt", "prediction_examples", "save_figure"]
 
@@ -98,9 +98,9 @@ def prediction_examples(
 ) -> Path:
     """The PNG ``out`` of the first ``count`` images of ``split``: one row per label of ``checkpoints``, the true
     landmarks (circles) and each model's argmax predictions (crosses), decoded as the model was trained."""
-    rows = read_split(Path(data_dir), split)
+    rows = split_rows(data_dir, split)
     count = min(count, len(rows))
-    columns = {key: value[:count] for key, value in training.columns_of(rows).items()}
+    columns = {key: value[:count] for key, value in split_columns(data_dir, split).items()}
     predicted = {}
     for label, checkpoint in checkpoints.items():
         model = load_trained_model(checkpoint)

@@ -57,11 +57,15 @@ def read_csv(path: str | Path) -> list[dict]:
         return [{key: value(text) for key, text in row.items()} for row in csv.DictReader(stream)]
 
 
-def replace_folder(source: str | Path, target: Path) -> None:
-    """Copy the folder ``source`` to ``target``, replacing what is there by a rename."""
+def replace_folder(source: str | Path, target: Path, link: bool = False) -> None:
+    """Copy the folder ``source`` to ``target``, replacing what is there by a rename.
+
+    ``link``: hard-link the files instead of copying them (``source`` on the same file system, and its
+    files never written again: e.g. a checkpoint saved into a fresh folder).
+    """
     temporary = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
-    shutil.copytree(source, temporary)
+    shutil.copytree(source, temporary, copy_function=os.link if link else shutil.copy2)
     old = target.with_name(f".{target.name}.old")
     if target.exists():
         target.rename(old)

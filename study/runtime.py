@@ -1,18 +1,16 @@
 """Connecting to Ray: a cluster when ``RAY_ADDRESS`` names one, else a local instance.
 
 A process starts or joins Ray once (``ensure_ray``); a command that started it shuts it down at its
-end (``release_ray``), so that Ray's shutdown messages land in the command's log file.
+end (``release_ray``), so that Ray's shutdown messages land in the command's log file. Ray is
+imported only here, when it is needed: a command that trains in process never pays for it.
 """
 
 import logging
 import os
 
-import ray
-from ray.data import DataContext
-
 from study import console
 
-__all__ = ["ensure_ray", "release_ray"]
+__all__ = ["ensure_ray", "ray_is_running", "release_ray"]
 
 _started_here = False
 
@@ -23,6 +21,8 @@ def ensure_ray() -> None:
     Inside a command's session Ray logs at INFO (into the log file, or to the terminal with
     ``--verbose``); otherwise at WARNING.
     """
+    import ray
+
     global _started_here
     quiet_data_context()
     # Ray Train's controller polls its workers this often; the default 2 s adds up to 2 s per epoch.
@@ -37,7 +37,9 @@ def ensure_ray() -> None:
 def release_ray() -> None:
     """Shut Ray down if this process started it (a command's last step)."""
     global _started_here
-    if _started_here and ray.is_initialized():
+    if _started_here:
+        import ray
+
         ray.shutdown()
     _started_here = False
 
@@ -47,6 +49,15 @@ def quiet_data_context() -> None:
 
     Datasets carry the context of the process that made them, so this also quiets Ray Train workers.
     """
+    from ray.data import DataContext
+
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+
+
+def ray_is_running() -> bool:
+    """Whether this process is connected to Ray (without importing Ray when it was never imported)."""
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()

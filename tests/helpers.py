@@ -52,7 +52,7 @@ data:
 train:
   model: {encoder: resnet18, encoder_depth: 3}
   loss: {radius: 2.5, pos_weight: 20.0}
-  batch_size: 4
+  batch_size: 8
   workers: 2
   cpus_per_worker: 0.5
   max_failures: 1

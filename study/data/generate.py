@@ -5,25 +5,30 @@ on disk go, grouped by subject, through a Ray Data ``map_batches`` over an actor
 keeps one subject's DiffDRR module and writes every shard atomically (temporary name, then rename).
 A shard on disk is finished by construction, so a run started again skips it: an interrupted run
 resumes with no duplicate and no missing rows.
+
+Ray and the renderers are imported only where rendering starts: checking a complete data set (the
+first step of every training command) costs milliseconds, not the seconds those imports take.
 """
 
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import ray
 import torch
 
 from components import geometry, manifest
 from components.cohort import SubjectSource, assign_splits, folder_cohort, phantom_cohort
 from components.dataset import SPLITS, DatasetError, DRRRows, shard_row_count, write_shard
-from components.drr import SubjectRenderer, to_uint16
 from components.poses import sample_poses
 from study import console
 from study.config import StudyConfig
 from study.runtime import ensure_ray
+
+if TYPE_CHECKING:
+    from components.drr import SubjectRenderer
 
 __all__ = ["default_out_dir", "generate", "plan_shards"]
 
@@ -107,8 +112,10 @@ def plans_of_job(job: dict) -> list[ShardPlan]:
     ]
 
 
-def render_shard(plan: ShardPlan, renderer: SubjectRenderer, config: StudyConfig) -> DRRRows:
+def render_shard(plan: ShardPlan, renderer: "SubjectRenderer", config: StudyConfig) -> DRRRows:
     """The rows of one shard, rendered with the subject's renderer."""
+    from components.drr import to_uint16
+
     view_ids = list(range(plan.view_start, plan.view_stop))
     poses = sample_poses(config.seed, plan.source.subject_id, view_ids, config.data.poses.ranges())
     views = renderer.render(poses)
@@ -143,7 +150,9 @@ class ShardWriter:
         self.subject_id = None
         self.renderer = None
 
-    def renderer_for(self, source: SubjectSource) -> SubjectRenderer:
+    def renderer_for(self, source: SubjectSource) -> "SubjectRenderer":
+        from components.drr import SubjectRenderer
+
         if source.subject_id != self.subject_id:
             self.renderer = None  # free the previous module before building the next
             render = self.config.data.renderer
@@ -197,6 +206,8 @@ def remove_stale_temporaries(out_dir: Path) -> None:
 
 def render_pending(config: StudyConfig, pending: list[ShardPlan], out_dir: Path, progress: console.Progress) -> None:
     """Render ``pending`` shards on a Ray Data actor pool; raise ``DatasetError`` on a bad subject."""
+    import ray
+
     ensure_ray()
     use_gpu = config.data.use_gpu if config.data.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     available = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 0))

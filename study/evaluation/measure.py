@@ -8,9 +8,10 @@ error of every landmark and the pose registered from them (``components.evaluati
 from pathlib import Path
 
 from components import evaluation, training
-from components.dataset import TEST_SPLITS, read_split
+from components.dataset import TEST_SPLITS
 from components.model import load_trained_model
 from study.config import StudyConfig
+from study.training.data import split_columns, split_rows
 
 __all__ = ["evaluate_checkpoint", "metric_names"]
 
@@ -23,8 +24,7 @@ def evaluate_checkpoint(
     camera = config.data.render_camera()
     records, summaries = [], {}
     for split in splits:
-        rows = read_split(Path(data_dir), split)
-        columns = training.columns_of(rows)
+        rows, columns = split_rows(data_dir, split), split_columns(data_dir, split)
         ids = {"subject_id": rows.subject_id, "view_id": rows.view_id, "split": rows.split}
         predictions = training.predict(model.network, columns, camera, model.decoding.temperature)
         split_records = evaluation.per_image_results(predictions, columns, ids)

@@ -2,8 +2,9 @@
 
 Optuna's TPE (seeded) samples each trial's values and ASHA stops weak trials early, both on the
 running best of the val metric. A trial trains through ``study.training.driver.train``: in its
-own Tune process when ``sweep.workers_per_trial`` is 1 (small CPU trials), else as a
-``TorchTrainer`` with that many DDP workers (multi-GPU trials). A diverged trial raises
+own Tune process when ``sweep.workers_per_trial`` is 1 (CPU trials, which share one read of the
+data set through Ray's object store), else as a ``TorchTrainer`` with that many DDP workers
+(multi-GPU trials). A diverged trial raises
 ``TrialDiverged``: Tune records it as errored, Optuna as failed, and the sweep goes on.
 """
 
@@ -18,6 +19,7 @@ from study import console
 from study.config import StudyConfig
 from study.sweeps.plan import SweepPlan, gpus_per_worker, plan_folder, trial_config, trial_run_name
 from study.sweeps.space import STRATEGY
+from study.training.data import adopt_splits, share_splits
 from study.training.driver import train
 from study.training.loop import phase_of_epochs
 from study.training.run_folder import read_result
@@ -29,9 +31,14 @@ class TrialDiverged(RuntimeError):
     """A trial whose training diverged: Tune marks it errored, Optuna failed; the sweep goes on."""
 
 
-def run_trial(params: dict, plan: dict) -> None:
-    """A Tune trial (function trainable): train the sampled config; every epoch is reported to Tune."""
+def run_trial(params: dict, plan: dict, shared: dict | None = None) -> None:
+    """A Tune trial (function trainable): train the sampled config; every epoch is reported to Tune.
+
+    ``shared``: the data set's splits as the driver read them (``share_splits``), for trials in process.
+    """
     plan = SweepPlan(**plan)
+    if shared is not None:
+        adopt_splits(shared)
     config, strategy = trial_config(plan, params)
     start = plan.starts.get(strategy)
     init = None
@@ -51,7 +58,7 @@ def run_trial(params: dict, plan: dict) -> None:
             init=init,
             name=name,
             parent_run_id=plan.parent_run_id,
-            in_process=config.sweep.workers_per_trial == 1,
+            launcher="process" if config.sweep.workers_per_trial == 1 else "ray_train",
             report_to_tune=True,
         )
     if result.status == "diverged":
@@ -98,7 +105,10 @@ def longest_trial(plan: SweepPlan) -> int:
 def trainable(plan: SweepPlan):
     """The trial function with the plan bound to it and the resources it reserves."""
     config = plan.study_config()
-    return tune.with_resources(tune.with_parameters(run_trial, plan=asdict(plan)), trial_resources(config))
+    # Trials in process share one read of the data set, through Ray's object store (DDP trials stream it).
+    shared = share_splits(plan.data_dir) if config.sweep.workers_per_trial == 1 else None
+    trial = tune.with_parameters(run_trial, plan=asdict(plan), shared=shared)
+    return tune.with_resources(trial, trial_resources(config))
 
 
 class TrialLines(tune.Callback):

@@ -1,22 +1,21 @@
 """What happens with each epoch's report: a line for the person, metrics for MLflow, results for Ray Tune.
 
-``EpochLogger`` runs on the Ray Train controller (as a ``UserCallback``, relaying its lines to
-the driver's terminal) or in this process. ``TuneReportExceptLast`` forwards a Ray Train run's
-reports to the Ray Tune trial it runs in.
+``EpochLogger`` runs in this process or on the Ray Train controller (``ray_train_callback`` makes
+it a ``UserCallback``, relaying its lines to the driver's terminal). ``TuneReportExceptLast``
+forwards a Ray Train run's reports to the Ray Tune trial it runs in. Ray is imported only by those
+two: training in process does not load it.
 """
 
 import math
 import time
 
-from ray.train.v2.api.callback import UserCallback
-
 from study import console
 from study.tracking import log_metrics
 
-__all__ = ["EpochLogger", "TuneReportExceptLast", "epoch_line", "is_final"]
+__all__ = ["EpochLogger", "TuneReportExceptLast", "epoch_line", "is_final", "ray_train_callback"]
 
 
-class EpochLogger(UserCallback):
+class EpochLogger:
     """Log each epoch's metrics to MLflow run ``run_id``, and say its line.
 
     The terminal gets the first epoch's line, the last one's, and one at most every ``every_s``
@@ -29,11 +28,11 @@ class EpochLogger(UserCallback):
         self.echo, self.every_s, self.last_said = echo, every_s, -math.inf
         self.client, self.started, self.first_report, self.epochs_seen = None, time.monotonic(), None, 0
 
-    def after_report(self, run_context, metrics, checkpoint):
-        """Ray Train's hook, on its controller: a said line goes to the driver by ``console.relay``."""
-        line = self.record(metrics[0])
-        if self.shows(metrics[0]):
-            console.relay(line, last=is_final(metrics[0]))
+    def on_controller(self, reported: dict) -> None:
+        """On the Ray Train controller: a said line goes to the driver by ``console.relay``."""
+        line = self.record(reported)
+        if self.shows(reported):
+            console.relay(line, last=is_final(reported))
         else:
             print(line, flush=True)  # forwarded by Ray into the driver's log
 
@@ -96,6 +95,17 @@ def epoch_line(strategy: str, metrics: dict, elapsed: float = math.nan, left: fl
 def is_final(metrics: dict) -> bool:
     """The report of a run's last epoch (or of its diverged one)."""
     return metrics.get("status") == "diverged" or metrics["epoch"] + 1 == metrics["epochs"]
+
+
+def ray_train_callback(logger: EpochLogger):
+    """``logger`` as a Ray Train ``UserCallback``: its ``after_report`` runs on the controller."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class Callback(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            logger.on_controller(metrics[0])
+
+    return Callback()
 
 
 def TuneReportExceptLast():

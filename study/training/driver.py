@@ -1,43 +1,46 @@
-"""``study train``: one strategy of a study config, on Ray Train (DDP) or in this process, tracked in MLflow.
+"""``study train``: one strategy of a study config, in this process or on Ray Train (DDP), tracked in MLflow.
 
 A strategy (``train.strategies.<name>``) starts from random weights, from another strategy's best
 checkpoint (trained first when it has no finished run), from a checkpoint folder or from an MLflow
 run, then runs its phases in order (``study.training.loop``).
 
+Where it trains (``train.launcher``, see ``resolve_launcher``): on one machine without GPUs, in this
+process with all its cores ("process": no Ray, no workers, measured fastest by
+``benchmarks/train_epoch.py``); where there are GPUs or several nodes, on ``train.workers`` Ray
+Train DDP workers ("ray_train"). Both see the same batches, so they train the same model (up to
+batch-norm statistics, which DDP keeps per worker).
+
 How a run is put together:
 
 - the driver (``train``) claims the run folder, resolves the start and opens the MLflow run;
-- on Ray Train (``train.workers`` DDP workers), a ``TorchTrainer`` gets the ``train`` and ``val``
-  Parquet splits as Ray Datasets (``train`` split across workers); every worker keeps its share
-  in memory; Ray keeps the latest and the best checkpoint by ``train.selection_metric``; a worker
-  that dies restarts from the latest one (``train.max_failures``);
-- in process (sweep trials), one ``LocalWorker`` reads the rows with pyarrow and keeps its
-  checkpoints in the run folder;
+- in process, one ``LocalWorker`` takes the rows from ``study.training.data`` (read once per
+  process) and keeps its checkpoints in the run folder;
+- on Ray Train, a ``TorchTrainer`` gets the ``train`` and ``val`` splits as Ray Datasets (read
+  once per process); every worker holds all the rows and trains on its share of every batch; Ray
+  keeps the latest and the best checkpoint by ``train.selection_metric``; a worker that dies
+  restarts from the latest one (``train.max_failures``);
 - every epoch, ``EpochLogger`` says a line and logs the metrics to MLflow;
 - starting a run again with the same name resumes it; a finished run is returned as it is;
 - at the end the driver logs the best checkpoint and PNG overlays of val predictions.
 """
 
 import math
+import os
 import tempfile
 from pathlib import Path
 
-import ray
-import ray.data
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+import torch
 
-from components import training
 from components.dataset import DatasetError
 from components.manifest import read_manifest
 from components.model import CHECKPOINT_FILE, load_checkpoint
 from study import console
 from study.config import ConfigError, StudyConfig
-from study.figures import prediction_examples
-from study.runtime import ensure_ray
+from study.runtime import ensure_ray, ray_is_running
 from study.tracking import Tracker
 from study.training import faults
-from study.training.callbacks import EpochLogger, TuneReportExceptLast, is_final
+from study.training.callbacks import EpochLogger, TuneReportExceptLast, is_final, ray_train_callback
+from study.training.data import ray_datasets
 from study.training.loop import train_loop
 from study.training.run_folder import (
     BEST_CHECKPOINT,
@@ -51,7 +54,7 @@ from study.training.run_folder import (
 )
 from study.training.workers import LocalWorker, ray_train_loop
 
-__all__ = ["resolve_init", "train"]
+__all__ = ["resolve_init", "resolve_launcher", "train"]
 
 
 def train(
@@ -61,7 +64,7 @@ def train(
     init: str | None = None,
     name: str | None = None,
     parent_run_id: str | None = None,
-    in_process: bool = False,
+    launcher: str | None = None,
     report_to_tune: bool = False,
 ) -> TrainResult:
     """Train ``strategy`` of ``config`` on the data set in ``data_dir``; resume or return a run of the same name.
@@ -70,7 +73,7 @@ def train(
         init: overrides the strategy's start (a strategy name, checkpoint folder or MLflow run id).
         name: the run name (default ``config.run_name(strategy)``); Ray's run folder and the MLflow run.
         parent_run_id: an MLflow run to nest this run under.
-        in_process: train here, in one process, instead of on Ray Train workers (small CPU runs, sweep trials).
+        launcher: overrides ``train.launcher`` ("process" or "ray_train"; a sweep trial's choice).
         report_to_tune: also report every epoch to Ray Tune (when called from a Tune trial).
     """
     if config.train is None:
@@ -83,10 +86,11 @@ def train(
     storage = storage_folder(config)
     run_folder = Path(storage) / name
     local = "://" not in storage
-    if in_process and not local:
+    launcher = resolve_launcher(config, launcher)
+    if launcher == "process" and not local:
         raise ConfigError(f"train.storage '{storage}': training in process needs a local folder")
     if local:
-        claim_run_folder(run_folder, run_identity(config, strategy, init, in_process))
+        claim_run_folder(run_folder, run_identity(config, strategy, init, launcher))
         finished = read_result(run_folder)
         if finished is not None:
             console.say(f"{name}: already trained ({finished.status}, {finished.epochs} epochs); reused")
@@ -102,8 +106,7 @@ def train(
     }
     run_id = tracker.start_run(name, config, tags, parent_run_id)
 
-    ensure_ray()
-    use_gpu = config.train.use_gpu if config.train.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    use_gpu = config.train.use_gpu if config.train.use_gpu is not None else gpus_present(launcher) > 0
     loop_config = {
         "config": config.model_dump_json(),
         "strategy": strategy,
@@ -111,10 +114,10 @@ def train(
         "fail_once": faults.FAIL_ONCE,
     }
     logger = EpochLogger(tracker.uri, run_id, strategy, echo=not report_to_tune)
-    where = "in this process" if in_process else f"on {config.train.workers} Ray Train worker(s)"
+    where = "in this process" if launcher == "process" else f"on {config.train.workers} Ray Train worker(s)"
     console.say(f"{name}: training '{strategy}' {where} ({'GPU' if use_gpu else 'CPU'}); MLflow run {run_id}")
     try:
-        if in_process:
+        if launcher == "process":
             result = train_in_process(loop_config, config, name, run_folder, data_dir, use_gpu, logger, report_to_tune)
         else:
             result = train_on_ray(loop_config, config, name, storage, data_dir, use_gpu, logger, report_to_tune)
@@ -133,6 +136,33 @@ def train(
     best = result.best_metrics.get(metric, math.nan)
     console.say(f"{name}: {result.status} after {result.epochs} epoch(s); best {metric} {best:.3f}")
     return result
+
+
+def resolve_launcher(config: StudyConfig, launcher: str | None = None) -> str:
+    """Where a run trains: ``launcher`` or ``train.launcher``; "auto" is "ray_train" where Ray has GPUs or
+    several nodes (or, without a Ray cluster, where this machine has a GPU), else "process"."""
+    chosen = launcher or config.train.launcher
+    if chosen not in ("process", "ray_train", "auto"):
+        raise ConfigError(f"launcher {chosen!r}: expected process, ray_train or auto")
+    if chosen != "auto":
+        return chosen
+    if os.environ.get("RAY_ADDRESS") or ray_is_running():
+        import ray
+
+        ensure_ray()
+        several_nodes = sum(node["Alive"] for node in ray.nodes()) > 1
+        return "ray_train" if several_nodes or ray.cluster_resources().get("GPU", 0) > 0 else "process"
+    return "ray_train" if torch.cuda.is_available() else "process"
+
+
+def gpus_present(launcher: str) -> int:
+    """GPUs a run could use: Ray's (on Ray Train), else this machine's."""
+    if launcher == "ray_train":
+        import ray
+
+        ensure_ray()
+        return int(ray.cluster_resources().get("GPU", 0))
+    return torch.cuda.device_count()
 
 
 def resolve_init(config: StudyConfig, init: str | None, data_dir: Path, tracker: Tracker) -> str | None:
@@ -173,12 +203,13 @@ def train_on_ray(
     report_to_tune: bool,
 ) -> TrainResult:
     """A ``TorchTrainer`` run: DDP over ``train.workers`` workers, checkpoints in Ray's run folder."""
-    columns = list(training.COLUMNS)
-    datasets = {
-        split: ray.data.read_parquet(str(data_dir / split)).select_columns(columns) for split in ("train", "val")
-    }
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ensure_ray()
+    datasets = ray_datasets(data_dir)
     metric = config.train.selection_metric
-    callbacks = [logger] + ([TuneReportExceptLast()] if report_to_tune else [])
+    callbacks = [ray_train_callback(logger)] + ([TuneReportExceptLast()] if report_to_tune else [])
     trainer = TorchTrainer(
         ray_train_loop,
         train_loop_config=loop_config,
@@ -198,7 +229,7 @@ def train_on_ray(
             logging_config=LoggingConfig(log_level="WARNING"),  # EpochLogger says each epoch instead
         ),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=[]),  # every worker takes its share of each batch
     )
     shown = console.last_relayed()
     result = summarise(trainer.fit(), name, loop_config["strategy"], metric)
@@ -230,7 +261,7 @@ def train_in_process(
             tune.report(metrics)
 
     metric = config.train.selection_metric
-    worker = LocalWorker(run_folder, data_dir, metric, use_gpu, config.train.cpus_per_worker, on_report)
+    worker = LocalWorker(run_folder, data_dir, metric, use_gpu, on_report)
     returned = train_loop(loop_config, worker)
     best = run_folder / BEST_CHECKPOINT
     has_best = (best / CHECKPOINT_FILE).is_file()
@@ -275,6 +306,8 @@ def finish_tracking(tracker: Tracker, config: StudyConfig, result: TrainResult, 
         tracker.log_metrics(result.run_id, best_val, result.epochs)
         tracker.log_artifacts(result.run_id, result.best_checkpoint, BEST_CHECKPOINT)
         if config.tracking.overlays:
+            from study.figures import prediction_examples  # matplotlib: only when there is something to draw
+
             with tempfile.TemporaryDirectory() as folder:
                 best = {"model": result.best_checkpoint}
                 overlays = Path(folder) / "val_overlays.png"

@@ -15,8 +15,11 @@ FAIL_ONCE: dict | None = None
 
 
 def inject(fail_once: dict | None, epoch: int, rank: int, world_size: int) -> None:
-    """Exit hard (the last worker, once) a second into epoch ``fail_once["epoch"]``."""
-    if not fail_once or epoch != fail_once["epoch"] or rank != world_size - 1 or os.path.exists(fail_once["marker"]):
+    """Exit hard (the last worker of a DDP run, once) a second into epoch ``fail_once["epoch"]``; a run in process
+    (one worker, the caller's own process) is never failed."""
+    if not fail_once or world_size < 2 or epoch != fail_once["epoch"] or rank != world_size - 1:
+        return
+    if os.path.exists(fail_once["marker"]):
         return
     Path(fail_once["marker"]).touch()
     time.sleep(1.0)  # as a crash mid-epoch would; the controller registers the last checkpoint meanwhile

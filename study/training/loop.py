@@ -33,9 +33,10 @@ class Worker(Protocol):
     rank: int
     world_size: int
     device: torch.device
+    scratch: str | None  # where the loop saves each checkpoint before reporting it (None: the system's temp)
 
     def rows(self, split: str) -> dict[str, np.ndarray]:
-        """The training columns of this worker's share of ``split``."""
+        """The training columns of all of ``split`` (each worker trains on its share of every batch)."""
 
     def resumed_state(self) -> dict:
         """The latest checkpoint's contents when the run resumes, else ``{}``."""
@@ -108,8 +109,6 @@ def train_loop(loop_config: dict, worker: Worker) -> dict:
 
     train_rows = worker.rows("train")
     val_rows = worker.rows("val") if rank == 0 else None
-    local_steps = len(training.epoch_batches(training.row_count(train_rows), train_config.batch_size, seed, 0))
-    steps = int(all_reduce([local_steps], dist.ReduceOp.MIN)[0])
 
     optimizer, guard, current_phase = None, None, None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -128,13 +127,15 @@ def train_loop(loop_config: dict, worker: Worker) -> dict:
 
         started = time.perf_counter()
         sums, diverged = {}, False
+        # The same global batches on every worker; each trains on its share (DDP averages the gradients).
         batches = training.epoch_batches(
-            training.row_count(train_rows), train_config.batch_size, seed + 7919 * rank, epoch
+            training.row_count(train_rows), train_config.batch_size, seed, epoch, phase.steps_per_epoch
         )
         augment = train_config.augment
-        for step, indices in enumerate(batches[: min(steps, phase.steps_per_epoch or steps)]):
-            seeds = training.augmentation_seeds(seed, epoch, rank, step, len(indices)) if augment else None
-            batch = training.make_batch(train_rows, indices, device, augment, seeds)
+        for step, global_batch in enumerate(batches):
+            share = training.worker_share(global_batch, rank, world_size)
+            seeds = training.augmentation_seeds(seed, epoch, step, len(global_batch))[share] if augment else None
+            batch = training.make_batch(train_rows, global_batch[share], device, augment, seeds)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = ddp_model(batch["image"])
             loss, parts = loss_function(logits.float(), batch, loss_context)
@@ -171,7 +172,7 @@ def train_loop(loop_config: dict, worker: Worker) -> dict:
         if rank == 0:
             metrics[selection] = best_so_far  # the running best (inf before any val): what a sweep compares trials by
         metrics["epoch_seconds"] = time.perf_counter() - started
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory(dir=worker.scratch, prefix=".checkpoint-") as folder:
             if rank == 0 and not diverged:
                 save_checkpoint(
                     folder,

@@ -18,6 +18,7 @@ from study.files import write_json
 
 __all__ = [
     "BEST_CHECKPOINT",
+    "IDENTITY_FILE",
     "LATEST_CHECKPOINT",
     "TrainResult",
     "claim_run_folder",
@@ -65,11 +66,12 @@ def run_folder(config: StudyConfig, name: str) -> Path:
     return Path(storage_folder(config)) / name
 
 
-def run_identity(config: StudyConfig, strategy: str, init: str | None, in_process: bool) -> dict:
-    """What makes a run this run: the config that defines training (not tracking or reporting), strategy and start."""
+def run_identity(config: StudyConfig, strategy: str, init: str | None, launcher: str) -> dict:
+    """What makes a run this run: the config that defines training (not tracking or reporting), strategy, start
+    and launcher (whose checkpoints are kept differently)."""
     resolved = config.model_dump(mode="json", exclude={"tracking", "report", "sweep"})
     resolved["train"]["seed"] = config.training_seed()  # "no training seed" and "the study's seed" are one run
-    return {"config": resolved, "strategy": strategy, "init": init} | ({"in_process": True} if in_process else {})
+    return {"config": resolved, "strategy": strategy, "init": init, "launcher": launcher}
 
 
 def claim_run_folder(folder: Path, identity: dict) -> None:

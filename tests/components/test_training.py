@@ -47,7 +47,7 @@ def test_make_batch_scales_images_and_keeps_dtypes():
 
 def test_augmented_batches_are_reproducible_from_their_seeds():
     rows = make_rows(3)
-    seeds = training.augmentation_seeds(0, 1, 0, 0, 3)
+    seeds = training.augmentation_seeds(0, 1, 0, 3)
     a = training.make_batch(rows, np.arange(3), augment=IntensityRanges(), augment_seeds=seeds)
     b = training.make_batch(rows, np.arange(3), augment=IntensityRanges(), augment_seeds=seeds)
     plain = training.make_batch(rows, np.arange(3))
@@ -55,6 +55,18 @@ def test_augmented_batches_are_reproducible_from_their_seeds():
     assert torch.equal(a["landmarks_2d"], plain["landmarks_2d"])
     with pytest.raises(ValueError, match="one seed per row"):
         training.make_batch(rows, np.arange(3), augment=IntensityRanges())
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+def test_worker_shares_tile_a_batch_in_order(world_size):
+    batch = training.epoch_batches(40, 8, seed=3, epoch=1)[0]
+    parts = [batch[training.worker_share(batch, rank, world_size)] for rank in range(world_size)]
+    assert np.array_equal(np.concatenate(parts), batch) and {len(part) for part in parts} == {8 // world_size}
+
+
+def test_a_batch_that_does_not_split_over_the_workers_is_refused():
+    with pytest.raises(ValueError, match="6 rows does not split evenly over 4 workers"):
+        training.worker_share(np.arange(6), 0, 4)
 
 
 def test_epoch_batches_permute_by_epoch_and_drop_the_ragged_end():

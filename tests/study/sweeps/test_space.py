@@ -86,7 +86,7 @@ def test_the_strategy_parameter_picks_the_strategy():
         ),
         (
             "parameters: {train.batch_size: {distribution: uniform, low: 2, high: 8}}",
-            "is the integer 8 in the config; use an int distribution",
+            "is the integer 16 in the config; use an int distribution",
         ),
         (
             "parameters: {train.loss.target: {distribution: uniform, low: 0.1, high: 1}}",
