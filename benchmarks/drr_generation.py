@@ -1,5 +1,9 @@
 """DRR generation speed: per core at 128 and 256 px, 2 Ray Data workers against 1, and a naive reference.
 
+Per core, every registered renderer is measured with the demo preset's renderer settings (its
+name changed): the demo's trilinear (the goal's), DiffDRR's Siddon and nanodrr (the pure-torch
+path on a CPU; its Triton kernel on a GPU).
+
 The naive reference does what the public code of the paper's lab does: it rebuilds the DiffDRR
 module for every image and finds each 2D landmark by rendering that landmark on its own (a volume
 holding only a bright voxel at the landmark) and taking the brightest pixel.
@@ -25,16 +29,15 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.common import goal, write_result  # noqa: E402
 from components.cohort import phantom_cohort  # noqa: E402
-from components.drr import HU_RANGE, SubjectRenderer  # noqa: E402
+from components.drr import HU_RANGE, RENDERERS, SubjectRenderer  # noqa: E402
 from components.poses import sample_poses  # noqa: E402
 from components.subject import world_to_voxel  # noqa: E402
 from study.config import load_config  # noqa: E402
 from study.data.generate import ShardPlan, generate, render_shard  # noqa: E402
 
 
-def per_core_rate(config, size: int, views: int) -> float:
+def per_core_rate(config, views: int) -> float:
     """DRRs per second of one actor's work (render, project, convert) on one thread, module built once."""
-    config = load_config("demo", [f"data.image_size={size}"]) if config is None else config
     source = phantom_cohort(1, config.seed, config.data.cohort.voxel_size_mm)[0]
     render = config.data.renderer
     renderer = SubjectRenderer(
@@ -112,12 +115,12 @@ def main() -> None:
     views = 6 if args.quick else 30
     demo = load_config("demo")
 
-    results = {
-        "drr_per_s_per_core_128px": per_core_rate(load_config("demo", ["data.image_size=128"]), 128, views),
-        "drr_per_s_per_core_256px": per_core_rate(
-            load_config("demo", ["data.image_size=256"]), 256, max(3, views // 3)
-        ),
-    }
+    results = {"per_core_renderer": demo.data.renderer.name}  # the renderer of the unprefixed per-core keys
+    for renderer in RENDERERS:
+        prefix = "" if renderer == demo.data.renderer.name else f"{renderer}_"
+        for size, count in ((128, views), (256, max(3, views // 3))):
+            config = load_config("demo", [f"data.image_size={size}", f"data.renderer.name={renderer}"])
+            results[f"{prefix}drr_per_s_per_core_{size}px"] = per_core_rate(config, count)
     naive = naive_seconds_per_drr(demo, 2 if args.quick else 4)
     results["naive_reference_drr_per_s_128px"] = 1 / naive
     results["speedup_vs_naive_128px"] = results["drr_per_s_per_core_128px"] * naive

@@ -1,17 +1,32 @@
-"""Rendering one subject for a batch of poses with DiffDRR.
+"""Rendering one subject for a batch of poses, with a renderer chosen by name.
 
-The DiffDRR module (the subject's density volume and the detector) is built once per subject in
-``SubjectRenderer``; every call renders a batch of poses and returns the images with the exact 2D
+Renderers are registered by name (``RENDERERS``, filled by ``register``), each a builder of a
+``Renderer``: the subject's density volume and the detector, built once per subject, then called
+with batches of poses. ``SubjectRenderer`` wraps one and returns the images with the exact 2D
 landmarks, projected by ``geometry.project`` (no landmark is ever found by rendering it).
+
+- ``trilinear`` and ``siddon``: DiffDRR 0.6.1's renderers.
+- ``nanodrr``: nanodrr 0.1.7 (DiffDRR's author's rewrite), given DiffDRR's density and the camera
+  of ``geometry.make_k_inv``, so it renders the same geometry in the same units (line integrals,
+  mm, of DiffDRR's min-max normalised density). Its Triton kernel on CUDA, pure torch elsewhere.
+
+Every entry declares whether it is batch invariant: whether a pose's pixels are the same (to
+float noise, 1e-5 relative) rendered alone or with others (``tests/components/test_drr.py``
+measures it for every entry). DiffDRR's trilinear renderer is not: it takes one ray range over the
+whole batch (and patch). ``SubjectRenderer`` batches poses only through an invariant renderer.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Protocol
 
 import numpy as np
 import torch
 from diffdrr.data import read
 from diffdrr.drr import DRR
+from nanodrr.data import Subject as NanoSubject
+from nanodrr.drr import DRR as NanoDRR
+from nanodrr.drr import render as nanodrr_render
 from torchio import ScalarImage
 
 from components import geometry
@@ -20,6 +35,63 @@ from components.subject import Subject
 
 # HU outside this range (metal, scanner padding) would rescale DiffDRR's per-volume density.
 HU_RANGE = (-1024.0, 3071.0)
+# diffdrr.data.transform_hu_to_density: air at or below, soft tissue up to, bone above (HU).
+AIR_HU, BONE_HU = -800.0, 350.0
+# nanodrr's backend per device type (its fused Triton kernel on CUDA); every other device: "torch".
+NANODRR_BACKENDS = {"cuda": "triton"}
+
+
+class Renderer(Protocol):
+    """One subject and one detector, ready to render.
+
+    Attributes:
+        density: (I, J, K) float32 the volume it integrates, in voxel index order, on its device;
+            an in-place edit shows in the next render.
+    """
+
+    density: torch.Tensor
+
+    def __call__(self, poses: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) float32 DRRs, on the renderer's device, of (B, 6) float64 poses."""
+
+
+# build(subject, camera, patch_size, n_points, device) -> Renderer
+RendererBuilder = Callable[[Subject, Camera, int | None, int | None, torch.device], Renderer]
+
+
+@dataclass(frozen=True)
+class RendererEntry:
+    """A registered renderer.
+
+    Attributes:
+        build: ``build(subject, camera, patch_size, n_points, device) -> Renderer``.
+        batch_invariant: a pose's pixels do not depend on the other poses of its call.
+    """
+
+    build: RendererBuilder
+    batch_invariant: bool
+
+
+RENDERERS: dict[str, RendererEntry] = {}
+
+
+def register(name: str, batch_invariant: bool):
+    """Decorator: make a renderer builder available under ``name``, declaring its batch invariance."""
+
+    def add(build: RendererBuilder) -> RendererBuilder:
+        if name in RENDERERS:
+            raise ValueError(f"renderer {name!r} is registered twice")
+        RENDERERS[name] = RendererEntry(build, batch_invariant)
+        return build
+
+    return add
+
+
+def renderer_entry(name: str) -> RendererEntry:
+    """The registered renderer ``name``; an unknown name is refused with the registered ones."""
+    if name not in RENDERERS:
+        raise ValueError(f"unknown renderer {name!r}; registered: {sorted(RENDERERS)}")
+    return RENDERERS[name]
 
 
 @dataclass(frozen=True)
@@ -38,9 +110,174 @@ class RenderedViews:
 
 
 def default_n_points(subject: Subject) -> int:
-    """Samples per ray for the trilinear renderer: about one per voxel along the volume's diagonal."""
+    """Samples per ray for the trilinear renderers: about one per voxel along the volume's diagonal."""
     extent = np.asarray(subject.hu.shape) * subject.spacing
     return int(np.ceil(np.linalg.norm(extent) / subject.spacing.min()))
+
+
+def clipped_hu(subject: Subject) -> np.ndarray:
+    """(I, J, K) float32 the subject's HU clipped to ``HU_RANGE``."""
+    return np.clip(subject.hu, *HU_RANGE).astype(np.float32)
+
+
+def diffdrr_density(hu: np.ndarray) -> np.ndarray:
+    """(I, J, K) float32 DiffDRR's density of (I, J, K) HU, as ``diffdrr.data.read`` makes it.
+
+    Air (<= ``AIR_HU``) takes the lowest soft-tissue value, then the volume is min-max scaled to
+    [0, 1] (DiffDRR 0.6.1's ``transform_hu_to_density``, bone multiplier 1): air is 0, and the
+    units depend on the volume's own HU range.
+    """
+    hu = hu.astype(np.float32)
+    soft_tissue = (hu > AIR_HU) & (hu <= BONE_HU)
+    if not soft_tissue.any():
+        raise ValueError(f"DiffDRR's density needs soft tissue: no voxel in ({AIR_HU:g}, {BONE_HU:g}] HU")
+    density = np.where(hu <= AIR_HU, hu[soft_tissue].min(), hu)
+    density -= density.min()
+    if not density.max() > 0:
+        raise ValueError("DiffDRR's density of a uniform volume is undefined (min-max scaling by 0)")
+    return density / density.max()
+
+
+def camera_to_world(poses: torch.Tensor) -> torch.Tensor:
+    """(B, 4, 4) camera -> world matrices (pinhole camera frame of ``geometry``) of (B, 6) poses."""
+    rotation_wc, translation_wc = geometry.make_rt_inv(poses)
+    matrix = torch.eye(4, dtype=poses.dtype, device=poses.device).repeat(len(poses), 1, 1)
+    matrix[:, :3, :3] = rotation_wc.transpose(-1, -2)
+    matrix[:, :3, 3] = -(rotation_wc.transpose(-1, -2) @ translation_wc[..., None])[..., 0]
+    return matrix
+
+
+def row_bands(camera: Camera, patch_size: int | None) -> list[slice]:
+    """Pixel ranges of the flattened (H * W) image, whole rows, about ``patch_size ** 2`` pixels each."""
+    rows = camera.height if patch_size is None else max(1, patch_size**2 // camera.width)
+    return [
+        slice(start * camera.width, min(start + rows, camera.height) * camera.width)
+        for start in range(0, camera.height, rows)
+    ]
+
+
+class DiffDRRRenderer:
+    """DiffDRR's ``DRR`` module (``method`` "trilinear" or "siddon") for one subject and detector."""
+
+    def __init__(
+        self,
+        subject: Subject,
+        camera: Camera,
+        method: str,
+        patch_size: int | None,
+        n_points: int | None,
+        device: torch.device,
+    ):
+        self.render_kwargs = {"n_points": n_points or default_n_points(subject)} if method == "trilinear" else {}
+        # diffdrr.data.read edits the affine it is given: hand it a copy.
+        volume = ScalarImage(tensor=torch.from_numpy(clipped_hu(subject))[None], affine=subject.affine.copy())
+        self.module = DRR(
+            read(volume),
+            sdd=camera.sdd,
+            height=camera.height,
+            width=camera.width,
+            delx=camera.delx,
+            dely=camera.dely,
+            x0=camera.x0,
+            y0=camera.y0,
+            renderer=method,
+            patch_size=patch_size,
+        ).to(device)
+        self.density = self.module.density
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, poses: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) float32 DRRs of (B, 6) poses."""
+        angles, translation = geometry.pose_to_euler_zxy(poses.to(self.device, torch.float64))
+        image = self.module(
+            angles.float(),
+            translation.float(),
+            parameterization="euler_angles",
+            convention="ZXY",
+            **self.render_kwargs,
+        )
+        return image[:, 0].float()
+
+
+class NanoDRRRenderer:
+    """nanodrr's ray marcher for one subject and detector, in DiffDRR's geometry and density.
+
+    The volume is ``diffdrr_density`` of the clipped HU (nanodrr's own HU -> attenuation conversion
+    is off), the camera is ``geometry.make_k_inv`` and the pose ``camera_to_world``, so the images
+    are DiffDRR's: line integrals (mm) of the same density, from the same source through the same
+    pixel centres. nanodrr clips every ray to the volume on its own and samples ``n_samples``
+    points inside it, so a pose's pixels never depend on its batch-mates (beyond float32 rounding).
+    """
+
+    def __init__(
+        self,
+        subject: Subject,
+        camera: Camera,
+        patch_size: int | None,
+        n_points: int | None,
+        device: torch.device,
+    ):
+        density = torch.from_numpy(diffdrr_density(clipped_hu(subject)))
+        volume = ScalarImage(tensor=density[None], affine=subject.affine.copy())
+        self.volume = NanoSubject.from_images(volume, convert_to_mu=False).to(device)
+        k_inv = geometry.make_k_inv(camera, dtype=torch.float32)[None]
+        self.module = NanoDRR(k_inv, torch.tensor([camera.sdd], dtype=torch.float32), camera.height, camera.width)
+        self.module = self.module.to(device)
+        self.n_samples = n_points or default_n_points(subject)
+        self.bands = row_bands(camera, patch_size)
+        self.camera = camera
+        self.device = device
+        self.backend = NANODRR_BACKENDS.get(device.type, "torch")
+        # nanodrr stores the volume as (1, 1, K, J, I) (``image`` is the stored tensor with the
+        # conversion off); this is an (I, J, K) view of it.
+        self.density = self.volume.image[0, 0].permute(2, 1, 0)
+
+    @torch.no_grad()
+    def __call__(self, poses: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) float32 DRRs of (B, 6) poses, a band of rows per call of nanodrr."""
+        rt_inv = camera_to_world(poses.to(self.device, torch.float64)).float()
+        width = self.camera.width
+        bands = [
+            nanodrr_render(
+                self.volume,
+                self.module.k_inv,
+                rt_inv,
+                self.module.sdd,
+                (band.stop - band.start) // width,
+                width,
+                n_samples=self.n_samples,
+                src=self.module.src,
+                tgt=self.module.tgt[:, band],
+                backend=self.backend,
+            )
+            for band in self.bands
+        ]
+        return torch.cat(bands, dim=2)[:, 0].float()
+
+
+@register("trilinear", batch_invariant=False)
+def build_trilinear(
+    subject: Subject, camera: Camera, patch_size: int | None, n_points: int | None, device: torch.device
+) -> Renderer:
+    """DiffDRR's trilinear renderer: fast and smooth; one ray range per call (and patch)."""
+    return DiffDRRRenderer(subject, camera, "trilinear", patch_size, n_points, device)
+
+
+@register("siddon", batch_invariant=True)
+def build_siddon(
+    subject: Subject, camera: Camera, patch_size: int | None, n_points: int | None, device: torch.device
+) -> Renderer:
+    """DiffDRR's Siddon renderer: exact ray tracing through the voxels (``n_points`` unused)."""
+    return DiffDRRRenderer(subject, camera, "siddon", patch_size, n_points, device)
+
+
+@register("nanodrr", batch_invariant=True)
+def build_nanodrr(
+    subject: Subject, camera: Camera, patch_size: int | None, n_points: int | None, device: torch.device
+) -> Renderer:
+    """nanodrr: trilinear samples on each ray inside the volume; Triton on CUDA, torch elsewhere."""
+    return NanoDRRRenderer(subject, camera, patch_size, n_points, device)
 
 
 def landmark_visibility(landmarks_2d: torch.Tensor, depth: torch.Tensor, camera: Camera) -> torch.Tensor:
@@ -50,15 +287,19 @@ def landmark_visibility(landmarks_2d: torch.Tensor, depth: torch.Tensor, camera:
 
 
 class SubjectRenderer:
-    """DiffDRR for one subject and one detector, built once and reused for every pose.
+    """A registered renderer for one subject and one detector, built once and reused for every pose.
 
     Args:
         subject: the CT and its landmarks (world frame centred on the voxel grid).
         camera: the detector at the resolution to render.
-        renderer: "trilinear" (fast, smooth) or "siddon" (exact ray tracing).
-        patch_size: render the detector in square patches of this many pixels (bounds memory).
-        n_points: samples per ray for "trilinear" (default: ``default_n_points``).
-        views_per_call: poses rendered together; 1 is fastest on a CPU, more on a GPU.
+        renderer: a name in ``RENDERERS``: "trilinear" (DiffDRR, fast, smooth), "siddon" (DiffDRR,
+            exact ray tracing) or "nanodrr" (nanodrr, trilinear per ray; fastest, Triton on CUDA).
+        patch_size: render the detector in parts of ``patch_size ** 2`` pixels (bounds memory);
+            DiffDRR's patches, or bands of whole rows for nanodrr.
+        n_points: samples per ray for "trilinear" and "nanodrr" (default: ``default_n_points``).
+        views_per_call: poses rendered together (1 is fastest on a CPU, more on a GPU), for a
+            batch-invariant renderer only: one that is not (trilinear) renders one pose per call
+            whatever this says, so a pose's image never depends on the poses beside it.
         device: where to render.
     """
 
@@ -66,55 +307,37 @@ class SubjectRenderer:
         self,
         subject: Subject,
         camera: Camera,
-        renderer: Literal["trilinear", "siddon"] = "trilinear",
+        renderer: str = "trilinear",
         patch_size: int | None = None,
         n_points: int | None = None,
         views_per_call: int = 1,
         device: str | torch.device = "cpu",
     ):
-        if renderer not in ("trilinear", "siddon"):
-            raise ValueError(f"renderer must be 'trilinear' or 'siddon', got {renderer!r}")
+        entry = renderer_entry(renderer)
         if patch_size is not None and (camera.height * camera.width) % (patch_size**2):
             raise ValueError(
                 f"patch_size {patch_size} must tile the {camera.height}x{camera.width} detector "
                 f"(height * width divisible by patch_size ** 2)"
             )
+        if views_per_call < 1:
+            raise ValueError(f"views_per_call must be >= 1, got {views_per_call}")
         self.subject = subject
         self.camera = camera
+        self.name = renderer
         self.device = torch.device(device)
+        self.batch_invariant = entry.batch_invariant
         self.views_per_call = views_per_call
-        self.render_kwargs = {"n_points": n_points or default_n_points(subject)} if renderer == "trilinear" else {}
-        hu = np.clip(subject.hu, *HU_RANGE).astype(np.float32)
-        # diffdrr.data.read edits the affine it is given: hand it a copy.
-        volume = ScalarImage(tensor=torch.from_numpy(hu)[None], affine=subject.affine.copy())
-        self.drr = DRR(
-            read(volume),
-            sdd=camera.sdd,
-            height=camera.height,
-            width=camera.width,
-            delx=camera.delx,
-            dely=camera.dely,
-            x0=camera.x0,
-            y0=camera.y0,
-            renderer=renderer,
-            patch_size=patch_size,
-        ).to(self.device)
+        self.drr = entry.build(subject, camera, patch_size, n_points, self.device)
+
+    @property
+    def poses_per_call(self) -> int:
+        """Poses rendered together: ``views_per_call``, or 1 for a renderer that is not batch invariant."""
+        return self.views_per_call if self.batch_invariant else 1
 
     @torch.no_grad()
     def render_images(self, poses: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) float32 DRRs of (B, 6) poses."""
-        images = []
-        for chunk in poses.split(self.views_per_call):
-            angles, translation = geometry.pose_to_euler_zxy(chunk.to(self.device, torch.float64))
-            image = self.drr(
-                angles.float(),
-                translation.float(),
-                parameterization="euler_angles",
-                convention="ZXY",
-                **self.render_kwargs,
-            )
-            images.append(image[:, 0].float().cpu())
-        return torch.cat(images)
+        """(B, H, W) float32 DRRs of (B, 6) poses, ``poses_per_call`` at a time."""
+        return torch.cat([self.drr(chunk).cpu() for chunk in poses.split(self.poses_per_call)])
 
     def project_landmarks(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 8, 2) float64 pixel coordinates and (B, 8) visibility of the landmarks for (B, 6) poses."""

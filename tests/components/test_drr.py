@@ -3,21 +3,41 @@ import math
 import numpy as np
 import pytest
 import torch
+from diffdrr.data import read
+from torchio import ScalarImage
 
 from components import geometry
 from components.anatomy import N_LANDMARKS
-from components.drr import SubjectRenderer, landmark_visibility, to_uint16
+from components.drr import (
+    NANODRR_BACKENDS,
+    RENDERERS,
+    SubjectRenderer,
+    clipped_hu,
+    diffdrr_density,
+    landmark_visibility,
+    register,
+    to_uint16,
+)
 from components.geometry import Camera
 from components.phantom import phantom_subject
-from components.subject import world_to_voxel
+from components.subject import Subject, center_affine, world_to_voxel
 
 SID = 800.0
 CAMERA = Camera(sdd=1020.0, height=160, width=160, delx=2.4, dely=2.4)
+# Small and fast: a 4 mm phantom on a 48 px detector covering it.
+SMALL_CAMERA = Camera(sdd=1020.0, height=48, width=48, delx=8.0, dely=8.0)
+BEAD_CAMERA = Camera(sdd=1020.0, height=64, width=64, delx=2.0, dely=2.0)
+BATCH_TOLERANCE = 1e-5  # relative to the image's largest value: float32 noise, not a different image
 
 
 @pytest.fixture(scope="module")
 def subject():
     return phantom_subject(seed=3)
+
+
+@pytest.fixture(scope="module")
+def small_subject():
+    return phantom_subject(seed=3, voxel_size=4.0)
 
 
 def random_poses(seed: int, batch_size: int, max_degrees=30.0, max_mm=30.0) -> torch.Tensor:
@@ -34,6 +54,25 @@ def gaussian_bead(shape, center_index: np.ndarray, sigma_voxels=0.8) -> torch.Te
     return torch.from_numpy(np.exp(-distance_sq / (2 * sigma_voxels**2))).float()
 
 
+def bead_subject(world_point: np.ndarray, shape=(40, 40, 40), voxel_size=2.0) -> Subject:
+    """Air (-1000 HU) with one dense Gaussian bead (peak 2000 HU) centred on ``world_point`` (mm)."""
+    affine = center_affine(np.diag([voxel_size, voxel_size, voxel_size, 1.0]), shape)
+    bead = gaussian_bead(shape, world_to_voxel(affine, world_point[None])[0]).numpy()
+    return Subject("bead", (-1000.0 + 3000.0 * bead).astype(np.float32), affine, np.zeros((N_LANDMARKS, 3)))
+
+
+def ncc(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Normalised cross-correlation of two images."""
+    a, b = first.double().flatten(), second.double().flatten()
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    return float((a * b).mean())
+
+
+def relative_difference(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Largest absolute difference over the largest absolute value of ``first``."""
+    return float((first - second).abs().max() / first.abs().max())
+
+
 def peak_position(image: torch.Tensor, radius=3) -> tuple[float, float]:
     """(u, v) intensity centroid, in pixel-centre coordinates, around the brightest pixel."""
     row, col = divmod(int(image.argmax()), image.shape[1])
@@ -48,10 +87,10 @@ def peak_position(image: torch.Tensor, radius=3) -> tuple[float, float]:
 def test_bead_at_a_landmark_peaks_at_its_projection(subject, renderer):
     drr = SubjectRenderer(subject, CAMERA, renderer=renderer, patch_size=32)
     poses = random_poses(seed=0, batch_size=3)
+    plain = drr.render_images(poses)
     for landmark_index in (0, 3, 6):
         landmark = subject.landmarks[landmark_index]
         bead = gaussian_bead(subject.hu.shape, world_to_voxel(subject.affine, landmark[None])[0])
-        plain = drr.render_images(poses)
         drr.drr.density += bead
         with_bead = drr.render_images(poses)
         drr.drr.density -= bead
@@ -95,8 +134,90 @@ def test_to_uint16_spans_the_full_range():
 
 @pytest.mark.parametrize(
     "arguments, message",
-    [({"renderer": "raymarch"}, "renderer must be"), ({"patch_size": 48}, "patch_size 48 must tile")],
+    [
+        ({"renderer": "raymarch"}, r"unknown renderer 'raymarch'; registered: \['nanodrr', 'siddon', 'trilinear'\]"),
+        ({"patch_size": 48}, "patch_size 48 must tile"),
+    ],
 )
 def test_bad_settings_are_refused(subject, arguments, message):
     with pytest.raises(ValueError, match=message):
         SubjectRenderer(subject, CAMERA, **arguments)
+
+
+@pytest.mark.parametrize("renderer", sorted(RENDERERS))
+def test_a_bead_in_air_peaks_at_its_projection(renderer):
+    poses = random_poses(seed=4, batch_size=3, max_degrees=15.0, max_mm=15.0)
+    for point in (np.array([12.3, -7.1, 5.6]), np.array([-15.2, 9.8, -11.4])):
+        drr = SubjectRenderer(bead_subject(point), BEAD_CAMERA, renderer=renderer)
+        images = drr.render_images(poses)
+        expected = geometry.project(torch.from_numpy(point)[None, None].expand(len(poses), 1, 3), poses, BEAD_CAMERA)
+        for view in range(len(poses)):
+            u, v = peak_position(images[view])
+            error = math.hypot(u - expected[view, 0, 0].item(), v - expected[view, 0, 1].item())
+            assert error < 0.5, f"{renderer} bead at {point} view {view}: off by {error:.3f} px"
+
+
+def test_nanodrr_renders_diffdrr_trilinear_images_in_the_same_units(small_subject):
+    poses = random_poses(seed=5, batch_size=3, max_degrees=20.0, max_mm=20.0)
+    trilinear = SubjectRenderer(small_subject, SMALL_CAMERA, renderer="trilinear").render_images(poses)
+    nanodrr = SubjectRenderer(small_subject, SMALL_CAMERA, renderer="nanodrr").render_images(poses)
+    assert nanodrr.shape == trilinear.shape and nanodrr.dtype == torch.float32
+    for view in range(len(poses)):
+        assert ncc(nanodrr[view], trilinear[view]) > 0.99
+        assert nanodrr[view].mean() / trilinear[view].mean() == pytest.approx(1.0, abs=0.01)
+
+
+def test_nanodrr_integrates_diffdrrs_density(small_subject):
+    hu = clipped_hu(small_subject)
+    volume = ScalarImage(tensor=torch.from_numpy(hu)[None], affine=small_subject.affine.copy())
+    assert np.array_equal(diffdrr_density(hu), read(volume).density.data[0].numpy())
+    drr = SubjectRenderer(small_subject, SMALL_CAMERA, renderer="nanodrr")
+    assert np.array_equal(drr.drr.density.numpy(), diffdrr_density(hu))
+
+
+def test_diffdrrs_density_needs_soft_tissue():
+    with pytest.raises(ValueError, match="needs soft tissue"):
+        diffdrr_density(np.full((4, 4, 4), -1000.0, np.float32))
+
+
+def test_nanodrr_uses_triton_on_cuda_and_torch_on_a_cpu(small_subject):
+    assert NANODRR_BACKENDS == {"cuda": "triton"}
+    assert SubjectRenderer(small_subject, SMALL_CAMERA, renderer="nanodrr").drr.backend == "torch"
+
+
+def test_nanodrr_patches_render_the_same_image(small_subject):
+    poses = random_poses(seed=6, batch_size=2)
+    whole = SubjectRenderer(small_subject, SMALL_CAMERA, renderer="nanodrr").render_images(poses)
+    bands = SubjectRenderer(small_subject, SMALL_CAMERA, renderer="nanodrr", patch_size=8).render_images(poses)
+    assert relative_difference(whole, bands) <= BATCH_TOLERANCE
+
+
+@pytest.mark.parametrize("renderer", sorted(RENDERERS))
+def test_batch_invariance_is_what_each_renderer_declares(small_subject, renderer):
+    poses = random_poses(seed=7, batch_size=4)
+    drr = SubjectRenderer(small_subject, SMALL_CAMERA, renderer=renderer, views_per_call=len(poses))
+    alone = torch.cat([drr.drr(pose[None]) for pose in poses])
+    together = drr.drr(poses)
+    difference = relative_difference(alone, together)
+    measured = difference <= BATCH_TOLERANCE
+    assert measured == RENDERERS[renderer].batch_invariant, (
+        f"{renderer} declares batch_invariant={RENDERERS[renderer].batch_invariant}, "
+        f"but a pose alone and in a batch differ by {difference:.2e} of the peak"
+    )
+    # SubjectRenderer batches only where that changes nothing.
+    assert drr.poses_per_call == (len(poses) if measured else 1)
+    assert relative_difference(alone, drr.render_images(poses)) <= BATCH_TOLERANCE
+
+
+def test_a_renderer_name_is_registered_once():
+    with pytest.raises(ValueError, match="renderer 'nanodrr' is registered twice"):
+        register("nanodrr", batch_invariant=True)(lambda *arguments: None)
+
+
+@pytest.mark.parametrize("renderer", sorted(RENDERERS))
+def test_an_edit_of_a_renderers_density_shows_in_its_next_render(small_subject, renderer):
+    drr = SubjectRenderer(small_subject, SMALL_CAMERA, renderer=renderer)
+    pose = geometry.ap_pose(SID)
+    assert drr.drr.density.shape == small_subject.hu.shape and drr.render_images(pose).max() > 10
+    drr.drr.density.zero_()
+    assert drr.render_images(pose).abs().max() == 0
