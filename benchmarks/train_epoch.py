@@ -159,7 +159,9 @@ def main() -> None:
     ensure_data(data_dir)
     bare = bare_epochs(data_dir, args.epochs)
     bare_epoch = statistics.median(bare[1:])  # the first epoch warms the allocator and kernels up
-    results = {"batch_size": 16, "image_px": 128, "train_images": 240, "val_images": 40, "epochs": args.epochs}
+    config = load_config("demo")
+    results = {"batch_size": config.train.batch_size, "image_px": config.data.image_size, "epochs": args.epochs}
+    results |= {"train_images": len(read_split(data_dir, "train")), "val_images": len(read_split(data_dir, "val"))}
     results["threads"] = torch.get_num_threads()
     results["bare"] = {"epoch_s": bare_epoch, "epochs_s": bare}
     results["default"] = run_command(scratch / "default", data_dir, args.epochs, [])

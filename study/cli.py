@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "the whole demo study: data, the four strategies, Table 1, a fine-tune sweep")
     demo.add_argument("--out", help="data set folder (default: data/demo)")
-    demo.add_argument("--trials", type=int, default=8, help="trials of the fine-tune sweep (default 8)")
+    demo.add_argument("--trials", type=int, default=6, help="trials of the fine-tune sweep (default 6)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     demo.set_defaults(handler=cmd_demo)
     return parser

@@ -122,3 +122,15 @@ def test_modules_import_only_what_others_offer(name):
         if module.startswith("study.") and names and offered is not None:
             hidden = [n for n in names if n not in offered]
             assert not hidden, f"{where} {hidden}, which it does not offer (its __all__: {offered})"
+
+
+@pytest.mark.slow  # a subprocess
+def test_training_in_process_never_imports_ray():
+    """The modules a ``study train`` in process goes through leave Ray unimported (seconds of start-up)."""
+    import subprocess
+    import sys
+
+    modules = ["study.cli", "study.training.driver", "study.data.generate", "study.evaluation.measure"]
+    code = "import sys, " + ", ".join(modules) + "; print(sorted(m for m in ('ray', 'matplotlib') if m in sys.modules))"
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[]", completed.stdout

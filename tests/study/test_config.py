@@ -5,14 +5,20 @@ from study.config import PRESETS_DIR, ConfigError, load_config
 
 def test_presets_load_and_resolve_the_render_camera():
     demo = load_config("demo")
-    assert demo.name == "demo" and demo.data.image_size == 128
+    assert demo.name == "demo" and demo.data.image_size == 96
     camera = demo.data.render_camera()
-    assert camera.height == camera.width == 128
-    assert camera.delx * 128 == pytest.approx(1436 * 0.3)
+    assert camera.height == camera.width == 96
+    assert camera.delx * 96 == pytest.approx(1436 * 0.3)
     paper = load_config("paper")
     assert (
         paper.data.cohort.subjects.train == 80 and paper.data.views.train == 100 and paper.data.views.novel_view == 20
     )
+
+
+def test_a_batch_must_split_evenly_over_the_ddp_workers():
+    with pytest.raises(ConfigError, match="batch_size 16 does not split evenly over 3 workers"):
+        load_config("demo", ["train.workers=3"])
+    assert load_config("demo").train.launcher == "auto"
 
 
 def test_overrides_are_parsed_as_yaml():
