@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.common import goal, write_result  # noqa: E402
 from components import heatmaps, losses, training  # noqa: E402
 from components.dataset import read_split  # noqa: E402
+from components.manifest import read_manifest  # noqa: E402
 from components.model import make_unet  # noqa: E402
 from study.config import load_config  # noqa: E402
 
@@ -141,7 +142,8 @@ def epoch_report_times(folder: Path) -> list[float]:
 
 
 def ensure_data(data_dir: Path) -> None:
-    if not (data_dir / "manifest.json").is_file() or '"complete"' not in (data_dir / "manifest.json").read_text():
+    manifest = read_manifest(data_dir)
+    if manifest is None or manifest.get("status") != "complete":
         study = str(Path(sys.executable).parent / "study")
         subprocess.run([study, "generate", "--preset", "demo", "--out", str(data_dir)], check=True)
 

@@ -35,7 +35,7 @@ from components.dataset import DatasetError
 from components.manifest import read_manifest
 from components.model import CHECKPOINT_FILE, load_checkpoint
 from study import console
-from study.config import ConfigError, StudyConfig
+from study.config import LAUNCHERS, ConfigError, StudyConfig
 from study.runtime import ensure_ray, ray_is_running
 from study.tracking import Tracker
 from study.training import faults
@@ -52,7 +52,7 @@ from study.training.run_folder import (
     storage_folder,
     write_result,
 )
-from study.training.workers import LocalWorker, ray_train_loop
+from study.training.workers import LocalWorker
 
 __all__ = ["resolve_init", "resolve_launcher", "train"]
 
@@ -142,8 +142,8 @@ def resolve_launcher(config: StudyConfig, launcher: str | None = None) -> str:
     """Where a run trains: ``launcher`` or ``train.launcher``; "auto" is "ray_train" where Ray has GPUs or
     several nodes (or, without a Ray cluster, where this machine has a GPU), else "process"."""
     chosen = launcher or config.train.launcher
-    if chosen not in ("process", "ray_train", "auto"):
-        raise ConfigError(f"launcher {chosen!r}: expected process, ray_train or auto")
+    if chosen not in LAUNCHERS:
+        raise ConfigError(f"launcher {chosen!r}: expected one of {', '.join(LAUNCHERS)}")
     if chosen != "auto":
         return chosen
     if os.environ.get("RAY_ADDRESS") or ray_is_running():
@@ -205,6 +205,8 @@ def train_on_ray(
     """A ``TorchTrainer`` run: DDP over ``train.workers`` workers, checkpoints in Ray's run folder."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from study.training.ray_worker import ray_train_loop
 
     ensure_ray()
     datasets = ray_datasets(data_dir)

@@ -1,84 +1,24 @@
-"""Where the training loop runs: a Ray Train worker (DDP) or this process.
+"""The training loop in this process: ``LocalWorker`` gives the loop (``study.training.loop.train_loop``) its
+rank, rows, resumed state and a place to report to.
 
-Both give the loop (``study.training.loop.train_loop``) its rank, rows, resumed state and a place
-to report to:
-
-- ``RayTrainWorker``: every split streamed once from the Ray Dataset the trainer gave every worker
-  (each trains on its share of every batch), checkpoints handed to Ray Train (which keeps the
-  latest and the best in the run folder);
-- ``LocalWorker``: rows from ``study.training.data`` (read once per process, or shared by a sweep's
-  driver), checkpoints kept in the run folder as ``latest_checkpoint/`` (to resume) and
-  ``best_checkpoint/`` (by the selection metric).
+Rows come from ``study.training.data`` (read once per process, or shared by a sweep's driver);
+checkpoints are kept in the run folder as ``latest_checkpoint/`` (to resume) and
+``best_checkpoint/`` (by the selection metric). Its twin on Ray Train is
+``study.training.ray_worker``.
 """
 
-import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from components import training
 from components.model import CHECKPOINT_FILE, load_checkpoint
 from study.files import replace_folder
 from study.training.data import split_columns
-from study.training.loop import train_loop
 from study.training.run_folder import BEST_CHECKPOINT, LATEST_CHECKPOINT
 
-__all__ = ["LocalWorker", "ray_train_loop"]
-
-
-def quiet_report_logs() -> None:
-    """Drop Ray Train's INFO line per report: its module logs under its file path, not ``ray.train``,
-    so ``LoggingConfig`` does not reach it (Ray 2.60)."""
-    from ray.train.v2._internal.execution import context
-
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
-
-
-class RayTrainWorker:
-    """A Ray Train worker's rank, rows, resumed state and reports (Ray is imported here only: a run in
-    process never loads it)."""
-
-    def __init__(self):
-        import ray.train
-        import ray.train.torch
-
-        context = ray.train.get_context()
-        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
-        self.device = ray.train.torch.get_device()
-        self.scratch = None  # the system's temporary folder: Ray Train copies the checkpoint into its storage
-
-    def rows(self, split: str) -> dict[str, np.ndarray]:
-        import ray.train
-
-        shard = ray.train.get_dataset_shard(split)
-        return training.collect_rows(shard.iter_batches(batch_size=256, batch_format="numpy"))
-
-    def resumed_state(self) -> dict:
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return {}
-        with checkpoint.as_directory() as folder:
-            return load_checkpoint(folder)
-
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        import ray.train.torch
-
-        return ray.train.torch.prepare_model(model)
-
-    def report(self, metrics: dict, folder: str | None) -> None:
-        import ray.train
-
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
-
-
-def ray_train_loop(loop_config: dict) -> dict:
-    """The entry point of a Ray Train worker."""
-    quiet_report_logs()
-    return train_loop(loop_config, RayTrainWorker())
+__all__ = ["LocalWorker"]
 
 
 class LocalWorker:

@@ -20,7 +20,7 @@ def test_the_config_or_the_caller_forces_a_launcher(launcher):
 
 
 def test_an_unknown_launcher_is_refused():
-    with pytest.raises(ConfigError, match="launcher 'slurm': expected process, ray_train or auto"):
+    with pytest.raises(ConfigError, match="launcher 'slurm': expected one of auto, process, ray_train"):
         resolve_launcher(load_config("demo"), "slurm")
     with pytest.raises(ConfigError, match=r"train\.launcher"):
         load_config("demo", ["train.launcher=slurm"])
