@@ -251,13 +251,10 @@ def study_estimate(results: dict, gpus: int) -> dict:
     per_image = results["epochs"]["seconds_per_train_image"]
     overhead = 1 + results["train_steps"]["pose_overhead_bf16_pct"] / 100
     train_images = subjects.train * views.train
-    finetune_epochs = sum(phase.epochs for phase in strategies["finetune"].phases)
     run_seconds = {}
-    for strategy in STUDY_STRATEGIES:
-        source = strategy if strategy in strategies else "finetune"
-        epochs = sum(phase.epochs for phase in strategies[source].phases) if strategy in strategies else finetune_epochs
-        pose = strategy in POSE_STRATEGIES or strategy == "finetune_landmark"
-        run_seconds[strategy] = epochs * train_images * per_image * (overhead if pose else 1.0)
+    for strategy in STUDY_STRATEGIES:  # a control not in the preset is as long as the fine-tune
+        epochs = sum(phase.epochs for phase in strategies.get(strategy, strategies["finetune"]).phases)
+        run_seconds[strategy] = epochs * train_images * per_image * (overhead if strategy in POSE_STRATEGIES else 1.0)
     total = sum(run_seconds.values()) * STUDY_SEEDS
     chain = run_seconds["baseline"] + max(run_seconds[name] for name in FINETUNES)  # a fine-tune waits for its baseline
     training_s = max(total / gpus, chain)
