@@ -3,9 +3,9 @@
 ``per_image_results`` gives one record per (image, method) — method ``argmax`` (the paper's) or
 ``soft_argmax`` — with the error of every landmark (px, NaN where invisible) and the pose
 registered from that method's landmarks. ``summarise`` turns the records of one split and method
-into RMSEs (per landmark and pooled over all landmarks, as the paper's "mean"), in px, in mm at
-the detector and in mm at the isocentre, with a bootstrap 95% confidence interval that resamples
-subjects, and the pose errors and success rate.
+into RMSEs (per landmark and pooled over all landmarks; the paper's "Mean" is
+``statistics.paper_mean``), in px, in mm at the detector and in mm at the isocentre, with a
+bootstrap 95% confidence interval that resamples subjects, and the pose errors and success rate.
 """
 
 import math
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from components import metrics, training
+from components import metrics, registration, training
 from components.anatomy import LANDMARK_NAMES
 from components.geometry import Camera
 
@@ -62,6 +62,20 @@ def per_image_results(predictions: training.Predictions, rows: dict, ids: dict) 
             }
             records.append(record)
     return records
+
+
+def mean_position_predictions(
+    train_rows: dict[str, np.ndarray], rows: dict[str, np.ndarray], camera: Camera
+) -> training.Predictions:
+    """The trivial predictor: every landmark of every row at its mean visible position in ``train_rows``, and
+    the poses registered from those points (the floor a model has to beat)."""
+    visible = torch.from_numpy(train_rows["visible"]).double()[..., None]
+    mean = (torch.from_numpy(train_rows["landmarks_2d"]).double() * visible).sum(0) / visible.sum(0).clamp_min(1)
+    points = mean.expand(len(rows["landmarks_2d"]), -1, -1).contiguous()
+    landmarks_3d = torch.from_numpy(rows["landmarks_3d"]).double()
+    weights = torch.from_numpy(rows["visible"]).double()
+    pose = registration.solve(landmarks_3d, points, camera, weights=weights).pose
+    return training.Predictions(points.float(), points.float(), pose, pose)
 
 
 def error_matrix(records: list[dict]) -> np.ndarray:

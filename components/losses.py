@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from components import geometry, heatmaps, metrics, registration
 from components.geometry import Camera
-from components.heatmaps import Decoding
+from components.heatmaps import SOFT_ARGMAX_INPUTS, Decoding, SoftArgmaxInput
 
 LossFunction = Callable[[torch.Tensor, dict, "LossContext"], tuple[torch.Tensor, dict[str, float]]]
 LOSSES: dict[str, LossFunction] = {}
@@ -36,6 +36,8 @@ class LossSettings:
 
     Attributes:
         temperature: soft-argmax temperature (see ``heatmaps``); checkpoints store it for decoding.
+        soft_argmax_input: what the soft-argmax reads, "logits" or "probabilities" (sigmoid of the
+            logits: needs a much lower temperature, see ``heatmaps``); stored with the temperature.
         target: "disk" (the paper's masks) or "gaussian" targets for ``bce``.
         radius, sigma: disk radius and Gaussian standard deviation, px.
         pos_weight: BCE weight of the landmark pixels (None: 1).
@@ -43,6 +45,11 @@ class LossSettings:
         rotation_weight, translation_weight: ``pose`` loss per degree and per mm.
         robust: robust loss of the registration (None, "huber", "cauchy").
         unrolled_iterations: the unrolled solver's iterations.
+        unrolled_optimizer: the unrolled solver's optimizer, "adam" (the paper's Section 2.3) or "lbfgs".
+        unrolled_learning_rate: its learning rate (radians, and units of ``translation_scale`` mm:
+            see ``registration.solve_unrolled``, whose default this is).
+        unrolled_bounds: clamp the unrolled solver's pose to ``LossContext.bounds`` (the ranges the
+            poses were drawn from) after every step; False: unbounded.
     """
 
     temperature: float = 1.0
@@ -55,9 +62,14 @@ class LossSettings:
     translation_weight: float = 1.0
     robust: Literal["huber", "cauchy"] | None = None
     unrolled_iterations: int = 100
+    soft_argmax_input: SoftArgmaxInput = "logits"
+    unrolled_optimizer: Literal["adam", "lbfgs"] = "adam"
+    unrolled_learning_rate: float = 0.02
+    unrolled_bounds: bool = True
 
     def __post_init__(self):
         positive = {"temperature": self.temperature, "radius": self.radius, "sigma": self.sigma}
+        positive |= {"unrolled_learning_rate": self.unrolled_learning_rate}
         positive |= {"pos_weight": self.pos_weight} if self.pos_weight is not None else {}
         for name, value in positive.items():
             if not value > 0:
@@ -71,6 +83,8 @@ class LossSettings:
             "target": ("disk", "gaussian"),
             "solver": ("implicit", "unrolled"),
             "robust": ("huber", "cauchy", None),
+            "soft_argmax_input": SOFT_ARGMAX_INPUTS,
+            "unrolled_optimizer": ("adam", "lbfgs"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -78,7 +92,7 @@ class LossSettings:
 
     def decoding(self) -> Decoding:
         """How a model trained with these settings reads its landmarks off its heatmaps."""
-        return Decoding(self.temperature)
+        return Decoding(self.temperature, self.soft_argmax_input)
 
 
 @dataclass(frozen=True)
@@ -89,11 +103,21 @@ class LossContext:
         camera: the detector at the heatmaps' resolution.
         source_to_isocenter: the AP view's distance, mm (the unrolled solver's start).
         settings: the losses' settings.
+        bounds: the unrolled solver's (6,) lowest and highest pose values, in the pose convention
+            (rotation vector, radians; translation, mm), e.g. ``poses.pose_bounds`` of the data's
+            pose ranges; None: unbounded. Used where ``settings.unrolled_bounds`` is on.
     """
 
     camera: Camera
     source_to_isocenter: float
     settings: LossSettings = LossSettings()
+    bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    def __post_init__(self):
+        if self.bounds is not None:
+            low, high = self.bounds
+            if len(low) != 6 or len(high) != 6 or any(not lo <= hi for lo, hi in zip(low, high)):
+                raise ValueError(f"LossContext.bounds must be (6,) low <= (6,) high, got {self.bounds}")
 
 
 def register(name: str):
@@ -131,7 +155,7 @@ def bce(logits: torch.Tensor, batch: dict, context: LossContext):
 @register("landmark")
 def landmark(logits: torch.Tensor, batch: dict, context: LossContext):
     """Mean distance (px) of the soft-argmax points to the true ones, over visible landmarks."""
-    predicted = heatmaps.soft_argmax(logits, context.settings.temperature)
+    predicted = context.settings.decoding().soft_argmax(logits)
     distance = (predicted - batch["landmarks_2d"].to(predicted.dtype)).norm(dim=-1)
     visible = batch["visible"].to(distance.dtype)
     loss = (distance * visible).sum() / visible.sum().clamp_min(1)
@@ -139,21 +163,32 @@ def landmark(logits: torch.Tensor, batch: dict, context: LossContext):
 
 
 def register_predicted(logits: torch.Tensor, batch: dict, context: LossContext) -> registration.Registration:
-    """The pose of every sample from its soft-argmax landmarks (visible ones only)."""
-    predicted = heatmaps.soft_argmax(logits, context.settings.temperature)
-    weights = batch["visible"].to(torch.float64)
+    """The pose of every sample from its soft-argmax landmarks (visible ones only).
+
+    The unrolled solver starts from the AP view (``geometry.ap_pose``: the paper's identity
+    rotation, plus the source-to-isocentre displacement of its Section 3.1) and stays within
+    ``context.bounds`` where ``settings.unrolled_bounds`` is on.
+    """
     settings = context.settings
+    predicted = settings.decoding().soft_argmax(logits)
+    weights = batch["visible"].to(torch.float64)
     if settings.solver == "implicit":
         return registration.solve(
             batch["landmarks_3d"], predicted, context.camera, weights=weights, robust=settings.robust
         )
     start = geometry.ap_pose(context.source_to_isocenter, len(predicted), device=predicted.device)
+    bounds = None
+    if settings.unrolled_bounds and context.bounds is not None:
+        bounds = tuple(torch.tensor(b, dtype=torch.float64, device=predicted.device) for b in context.bounds)
     return registration.solve_unrolled(
         batch["landmarks_3d"],
         predicted,
         context.camera,
         start,
+        optimizer=settings.unrolled_optimizer,
         iterations=settings.unrolled_iterations,
+        learning_rate=settings.unrolled_learning_rate,
+        bounds=bounds,
         weights=weights,
     )
 

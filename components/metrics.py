@@ -47,7 +47,8 @@ def landmark_rmse(predicted: torch.Tensor, truth: torch.Tensor, visible: torch.T
 
 
 def pooled_rmse(errors: np.ndarray) -> float:
-    """RMSE over every finite entry of (B, N) errors (the paper's "mean" over all landmarks)."""
+    """RMSE over every finite entry of (B, N) errors, all landmarks at once (not the paper's "Mean", which is
+    the mean of the per-landmark RMSEs: ``statistics.paper_mean``)."""
     finite = errors[np.isfinite(errors)]
     return float(np.sqrt(np.mean(finite**2))) if finite.size else math.nan
 

@@ -146,7 +146,8 @@ class TrainedModel:
 def save_checkpoint(
     folder: str | Path, model: torch.nn.Module, settings: UNetSettings, decoding: Decoding, **state
 ) -> Path:
-    """Write ``folder/checkpoint.pt``: the weights, the architecture, the decoding and any training state.
+    """Write ``folder/checkpoint.pt``: the weights, the architecture, the decoding (temperature and
+    soft-argmax input) and any training state.
 
     Written to a temporary name and renamed, so a checkpoint is never half-written.
     """
@@ -178,7 +179,12 @@ def load_trained_model(path: str | Path) -> TrainedModel:
     settings = UNetSettings(**state["settings"])
     network = make_unet(settings)
     network.load_state_dict(state["model"])
-    return TrainedModel(network.eval(), settings, Decoding(**state["decoding"]))
+    return TrainedModel(network.eval(), settings, read_decoding(state["decoding"]))
+
+
+def read_decoding(stored: dict) -> Decoding:
+    """A checkpoint's decoding; one written before the soft-argmax input was stored decoded logits."""
+    return Decoding(**({"input": "logits"} | stored))
 
 
 def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:

@@ -63,3 +63,37 @@ def pose_of(angles_rad: np.ndarray, offsets_mm: np.ndarray, source_to_isocenter:
 def sample_poses(seed: int, subject_id: str, view_ids: range | list[int], ranges: PoseRanges) -> torch.Tensor:
     """(V, 6) poses of the given views of one subject."""
     return torch.stack([sample_pose(seed, subject_id, view_id, ranges) for view_id in view_ids])
+
+
+def pose_bounds(ranges: PoseRanges, grid: int = 41) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(6,) lowest and (6,) highest values of every pose ``sample_pose`` can draw, as a box in the
+    pose convention (rotation vector, radians; translation, mm): the unrolled solver's bounds.
+
+    Translation: exact, the AP view's ``(0, source_to_isocenter, 0)`` plus or minus the half-ranges.
+    Rotation: the poses are drawn in ZXY Euler angles but the solver's parameters are a rotation
+    vector, so this is a box on the rotation vector that contains every sampled pose (not the
+    image of the Euler box, which is no box). Its faces come from a ``grid``-point grid of the
+    Euler box, widened by a margin that covers the gaps between grid nodes: the angle of
+    ``Rz(a) Rx(b) Ry(c)`` is at most ``S = |a| + |b| + |c|`` (triangle inequality), moving an Euler
+    angle by ``h`` moves the rotation by at most ``h`` (radians, geodesic), and the rotation vector
+    moves at most ``(S/2) / sin(S/2)`` times that where angles stay below pi. Each face is also
+    capped at ``S`` (a rotation vector's components are at most its angle); with ``S >= pi`` the
+    rotation bound is the trivial ``[-pi, pi]``.
+    """
+    half = torch.tensor(ranges.rotation_deg, dtype=torch.float64).deg2rad()
+    total = float(half.sum())
+    if total >= math.pi:
+        low_r, high_r = torch.full((3,), -math.pi, dtype=torch.float64), torch.full((3,), math.pi, dtype=torch.float64)
+    else:
+        axes = [torch.linspace(-h, h, grid, dtype=torch.float64) for h in half]
+        angles = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        vectors = geometry.matrix_to_rotation_vector(geometry.euler_zxy_to_matrix(angles))
+        lipschitz = 1.0 if total == 0 else (total / 2) / math.sin(total / 2)
+        margin = lipschitz * float((half / (grid - 1)).sum())  # half a grid step per axis, summed
+        low_r = (vectors.min(0).values - margin).clamp_min(-total)
+        high_r = (vectors.max(0).values + margin).clamp_max(total)
+    center = torch.tensor([0.0, ranges.source_to_isocenter, 0.0], dtype=torch.float64)
+    offsets = torch.tensor(ranges.translation_mm, dtype=torch.float64)
+    low = torch.cat([low_r, center - offsets])
+    high = torch.cat([high_r, center + offsets])
+    return tuple(low.tolist()), tuple(high.tolist())

@@ -18,8 +18,11 @@ import torch
 from components import heatmaps, metrics, registration
 from components.augment import IntensityRanges, apply_intensity, sample_intensity
 from components.geometry import Camera
+from components.heatmaps import Decoding
 
 COLUMNS = ("image", "landmarks_2d", "visible", "landmarks_3d", "pose")
+# A row's position in its split as ``dataset.read_split`` orders it: what rows streamed by Ray Data are sorted by.
+ROW_INDEX = "row_index"
 # What a run may select its best checkpoint by (and a sweep minimise): ``val_`` + a ``validation_metrics`` key.
 SELECTION_METRICS = ("val_rmse_px", "val_rmse_soft_px", "val_mtre_mm")
 
@@ -29,24 +32,36 @@ def columns_of(rows) -> dict[str, np.ndarray]:
     return {name: getattr(rows, name) for name in COLUMNS}
 
 
-def collect_rows(batches) -> dict[str, np.ndarray]:
+def collect_rows(batches, order: str | None = None) -> dict[str, np.ndarray]:
     """Concatenate numpy batches (e.g. from Ray Data or ``DRRRows``) into one dict of the training columns.
 
-    ``visible`` may arrive as an object array of lists (Arrow fixed-size lists); it becomes (B, 8) bool.
+    ``order`` names a column of each row's position in its split (``ROW_INDEX``): the rows come sorted by
+    it, so the result does not depend on the order the batches arrive in (Ray Data streams blocks in
+    whatever order its tasks finish), and the position's column is not returned. Without ``order`` the
+    rows stay in the batches' order. ``visible`` may arrive as an object array of lists (Arrow
+    fixed-size lists); it becomes (B, 8) bool.
     """
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
+    names = COLUMNS + ((order,) if order else ())
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for batch in batches:
-        missing = [name for name in COLUMNS if name not in batch]
+        missing = [name for name in names if name not in batch]
         if missing:
-            raise ValueError(f"rows lack the column(s) {missing}; expected {list(COLUMNS)}")
-        for name in COLUMNS:
+            raise ValueError(f"rows lack the column(s) {missing}; expected {list(names)}")
+        for name in names:
             column = batch[name]
             if name == "visible":
                 column = np.array([np.asarray(v, dtype=bool) for v in column], dtype=bool).reshape(len(column), -1)
             parts[name].append(np.asarray(column))
     if not parts["image"]:
         raise ValueError("no rows to train on: the data set split is empty")
-    return {name: np.concatenate(values) for name, values in parts.items()}
+    rows = {name: np.concatenate(values) for name, values in parts.items()}
+    if order:
+        positions = rows.pop(order)
+        if len(np.unique(positions)) != len(positions):
+            raise ValueError(f"rows share a position ('{order}'): the same row arrived twice")
+        sorting = np.argsort(positions, kind="stable")
+        rows = {name: values[sorting] for name, values in rows.items()}
+    return rows
 
 
 def row_count(rows: dict[str, np.ndarray]) -> int:
@@ -157,11 +172,12 @@ def predict(
     model: torch.nn.Module,
     rows: dict[str, np.ndarray],
     camera: Camera,
-    temperature: float,
+    decoding: Decoding,
     batch_size: int = 16,
     device: torch.device | str = "cpu",
 ) -> Predictions:
-    """Landmarks by argmax and soft-argmax, and the poses registered from each."""
+    """Landmarks by argmax and by soft-argmax as ``decoding`` says (the model's, from its checkpoint or
+    its training settings), and the poses registered from each."""
     was_training = model.training
     model.eval()
     argmax, soft, poses, soft_poses = [], [], [], []
@@ -170,7 +186,7 @@ def predict(
         batch = make_batch(rows, indices, device)
         logits = model(batch["image"]).float()
         argmax.append(heatmaps.argmax(logits).cpu())
-        soft.append(heatmaps.soft_argmax(logits, temperature).cpu())
+        soft.append(decoding.soft_argmax(logits).cpu())
         landmarks_3d, weights = batch["landmarks_3d"].cpu(), batch["visible"].cpu().double()
         poses.append(registration.solve(landmarks_3d, argmax[-1].double(), camera, weights=weights).pose)
         soft_poses.append(registration.solve(landmarks_3d, soft[-1].double(), camera, weights=weights).pose)

@@ -97,9 +97,12 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from study.evaluation.reproduce import default_report_folder, reproduce
+    from study.evaluation.reproduce import default_report_folder, dry_run, reproduce
 
     config = load_config(args.preset, args.set)
+    if args.dry_run:
+        print(dry_run(config), end="")
+        return
     out = Path(args.out or default_report_folder(config))
     with command_session(args, out):
         reproduce(config, args.data, out)
@@ -192,10 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default: evaluations/<run id or checkpoint name>)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    reproduce = command("reproduce", "the paper's four strategies, then Table 1 (Markdown, CSV, plots, MLflow)")
+    reproduce = command(
+        "reproduce", "the config's strategies and seeds, then Table 1 and comparisons (Markdown, CSV, plots)"
+    )
     add_config_arguments(reproduce)
     reproduce.add_argument("--data", help="data set folder (default: data/<config name>; generated when missing)")
     reproduce.add_argument("--out", help="report folder (default: reports/<config name>)")
+    reproduce.add_argument(
+        "--dry-run", action="store_true", help="print the resolved settings and the planned runs (YAML); train nothing"
+    )
     reproduce.set_defaults(handler=cmd_reproduce)
 
     sweep = command("sweep", "a Ray Tune + Optuna sweep over a search space, every trial an MLflow child run")
@@ -228,9 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
     predict.set_defaults(handler=cmd_predict)
 
-    demo = command("demo", "the whole demo study: data, the four strategies, Table 1, a fine-tune sweep")
+    demo = command("demo", "the whole demo study: data, 6 strategies x 3 seeds, Table 1, verdicts, a sweep")
     demo.add_argument("--out", help="data set folder (default: data/demo)")
-    demo.add_argument("--trials", type=int, default=6, help="trials of the fine-tune sweep (default 6)")
+    demo.add_argument("--trials", type=int, default=4, help="trials of the fine-tune sweep (default 4)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     demo.set_defaults(handler=cmd_demo)
     return parser

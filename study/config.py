@@ -24,6 +24,7 @@ from components.poses import PoseRanges
 from components.training import SELECTION_METRICS
 
 __all__ = [
+    "CHECKPOINTS",
     "LAUNCHERS",
     "PRESETS_DIR",
     "SPACES_DIR",
@@ -40,6 +41,8 @@ PRESETS_DIR = PACKAGE_DIR / "presets"
 SPACES_DIR = PACKAGE_DIR / "search_spaces"
 # Where ``study train`` runs: "process" (this process, all its cores), "ray_train" (DDP workers), "auto" (chosen).
 LAUNCHERS = ("auto", "process", "ray_train")
+# Which checkpoint of a run stands for it: the end of training, or the best by the selection metric.
+CHECKPOINTS = ("last", "best")
 
 
 class ConfigError(ValueError):
@@ -192,12 +195,22 @@ class TrainConfig(Strict):
         10.0, gt=1, description="diverged when the running (median of 5 steps) loss exceeds this times its start"
     )
     selection_metric: Literal[SELECTION_METRICS] = "val_rmse_px"
+    checkpoint: Literal[CHECKPOINTS] = Field(
+        "last",
+        description="the checkpoint that stands for a run: where a strategy started from it continues, what "
+        "study reproduce measures; last: the end of training (the paper's), best: the best by selection_metric",
+    )
     max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from the last checkpoint")
     storage: str = Field("runs", description="Ray Train storage folder (or URI on a cluster)")
 
     def loss_context(self, data: DataConfig) -> LossContext:
-        """What the losses need: the settings, and the detector at the training resolution."""
-        return LossContext(data.render_camera(), data.poses.source_to_isocenter, self.loss)
+        """What the losses need: the settings, the detector at the training resolution, and the unrolled
+        solver's bounds: the box of every pose the data's ranges can draw (``poses.pose_bounds``; a box on
+        the solver's rotation vector that contains the ZXY Euler ranges), None with ``unrolled_bounds`` off."""
+        from components.poses import pose_bounds  # here: this method is all of the config that needs it
+
+        bounds = pose_bounds(data.poses.ranges()) if self.loss.unrolled_bounds else None
+        return LossContext(data.render_camera(), data.poses.source_to_isocenter, self.loss, bounds)
 
     @model_validator(mode="after")
     def batches_split_over_the_workers(self):
@@ -228,6 +241,9 @@ class TrackingConfig(Strict):
 class ReportConfig(Strict):
     """How ``study evaluate`` and ``study reproduce`` measure and report."""
 
+    strategies: list[str] | None = Field(
+        None, min_length=1, description="the strategies study reproduce trains and compares (default: all of train's)"
+    )
     seeds: list[int] | None = Field(
         None, min_length=1, description="training seeds of a reproduction (default: the training seed)"
     )
@@ -264,6 +280,21 @@ class StudyConfig(Strict):
     tracking: TrackingConfig = TrackingConfig()
     report: ReportConfig = ReportConfig()
     sweep: SweepConfig = SweepConfig()
+
+    @model_validator(mode="after")
+    def reported_strategies_are_trained(self):
+        listed = self.report.strategies or []
+        known = self.train.strategies if self.train is not None else {}
+        unknown = [name for name in listed if name not in known]
+        if unknown:
+            raise ValueError(f"report.strategies {unknown} are not in train.strategies ({', '.join(known) or 'none'})")
+        if len(set(listed)) != len(listed):
+            raise ValueError(f"report.strategies lists a strategy twice: {listed}")
+        return self
+
+    def reported_strategies(self) -> list[str]:
+        """The strategies ``study reproduce`` runs: ``report.strategies``, else every strategy of ``train``."""
+        return list(self.report.strategies or (self.train.strategies if self.train is not None else []))
 
     def training_seed(self) -> int:
         return self.seed if self.train is None or self.train.seed is None else self.train.seed

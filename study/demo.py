@@ -1,7 +1,8 @@
 """``study demo``: the whole demo study on the embedded phantom, from data to a registered model.
 
 1. the phantom DRR data set and a preview (``study generate``, ``study preview``);
-2. the paper's four strategies, then Table 1 (``study reproduce --preset demo``);
+2. the paper's four strategies and two controls for 3 training seeds, then Table 1, the comparisons
+   and the paper's claims with verdicts (``study reproduce --preset demo``);
 3. a fine-tune sweep from the shared baseline (``study sweep --preset demo --space finetune``),
    whose best model is registered and evaluated on the test splits;
 4. where to look.
@@ -36,7 +37,8 @@ def run_demo(config: StudyConfig, data_dir: Path, trials: int) -> None:
     stage(1, "the phantom DRR data set and a preview")
     generate(config, data_dir)
     console.say(f"preview: {write_preview(data_dir, data_dir / 'preview.png')}")
-    stage(2, f"the paper's four strategies, then Table 1 (study reproduce --preset {config.name})")
+    runs = len(config.reported_strategies()) * len(config.report.seeds or [config.training_seed()])
+    stage(2, f"{runs} training runs, then Table 1 and the comparisons (study reproduce --preset {config.name})")
     reproduce(config, data_dir)
     name = default_sweep_name(config, SPACE)
     stage(
@@ -51,6 +53,7 @@ def run_demo(config: StudyConfig, data_dir: Path, trials: int) -> None:
     report = default_report_folder(config)
     experiment = config.tracking.experiment or config.name
     console.say(f"  Table 1 and plots:   {report}/ (table1.md, per_landmark_rmse.png, error_cdf.png, examples.png)")
+    console.say(f"  paper vs ours:       {report}/comparison.md (the paper's Table 1 beside ours, claims, verdicts)")
     console.say(
         f"  the sweep:           {result.folder}/report/ (trials.csv, optimization_history.png, best_config.yaml)"
     )

@@ -104,7 +104,7 @@ def prediction_examples(
     predicted = {}
     for label, checkpoint in checkpoints.items():
         model = load_trained_model(checkpoint)
-        predicted[label] = training.predict(model.network, columns, camera, model.decoding.temperature).argmax.numpy()
+        predicted[label] = training.predict(model.network, columns, camera, model.decoding).argmax.numpy()
     names = [f"{split} {rows.subject_id[i]} v{rows.view_id[i]}" for i in range(count)]
     figure = prediction_grid(columns["image"], columns["landmarks_2d"], columns["visible"], predicted, names)
     return save_figure(figure, out)

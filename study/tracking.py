@@ -135,15 +135,13 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def download_checkpoint(self, run_id: str) -> Path:
-        """The best checkpoint logged by run ``run_id``, downloaded to a temporary folder."""
+        """The checkpoint logged by run ``run_id`` (artifact ``checkpoint``), downloaded to a temporary folder."""
         try:
             self.client.get_run(run_id)
         except Exception as error:
             raise ValueError(f"{run_id}: neither a checkpoint path nor an MLflow run at {self.uri}") from error
         folder = Path(tempfile.mkdtemp(prefix="study-init-"))
         try:
-            return Path(self.client.download_artifacts(run_id, "best_checkpoint", str(folder)))
+            return Path(self.client.download_artifacts(run_id, "checkpoint", str(folder)))
         except Exception as error:
-            raise ValueError(
-                f"MLflow run {run_id} has no best_checkpoint artifact (did it finish training?)"
-            ) from error
+            raise ValueError(f"MLflow run {run_id} has no checkpoint artifact (did it finish training?)") from error

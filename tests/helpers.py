@@ -60,6 +60,7 @@ train:
     baseline: {phases: [{losses: {bce: 1.0}, epochs: 20, learning_rate: 0.003}]}
     short: {phases: [{losses: {bce: 1.0}, epochs: 4, learning_rate: 0.003}]}
     finetune: {init: baseline, phases: [{losses: {pose: 1.0}, epochs: 1, learning_rate: 0.0001}]}
+    finetune_bce: {init: baseline, phases: [{losses: {bce: 1.0}, epochs: 1, learning_rate: 0.0001}]}
     composite: {phases: [{losses: {bce: 1.0, pose: 0.001}, epochs: 2, learning_rate: 0.003}]}
     pose_only: {phases: [{losses: {pose: 1.0}, epochs: 2, learning_rate: 0.003}]}
     exploding: {phases: [{losses: {bce: 1.0}, epochs: 2, optimizer: sgd, learning_rate: 1.0e+30}]}

@@ -26,7 +26,7 @@ def evaluate_checkpoint(
     for split in splits:
         rows, columns = split_rows(data_dir, split), split_columns(data_dir, split)
         ids = {"subject_id": rows.subject_id, "view_id": rows.view_id, "split": rows.split}
-        predictions = training.predict(model.network, columns, camera, model.decoding.temperature)
+        predictions = training.predict(model.network, columns, camera, model.decoding)
         split_records = evaluation.per_image_results(predictions, columns, ids)
         records += split_records
         summaries[split] = {

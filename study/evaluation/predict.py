@@ -52,7 +52,7 @@ def predict_image(
         logits = model.network(resized.float()).float()
     points = {
         "argmax": heatmaps.argmax(logits)[0].double(),
-        "soft_argmax": heatmaps.soft_argmax(logits, model.decoding.temperature)[0].double(),
+        "soft_argmax": model.decoding.soft_argmax(logits)[0].double(),
     }
     result = {"image_size": [height, width], "model_size": size}
     for method, model_points in points.items():

@@ -1,48 +1,78 @@
 """The paper's Table 1, computed only from per-image records (``per_image/<strategy>-seed<k>.csv``).
 
-A row per split and strategy: the pooled ("mean") and per-landmark RMSE in px by argmax, the RMSE
-in mm at the isocentre, and the pose errors after registration. A diverged run reads ``DIV``.
-With several seeds each cell is mean ± sd over the seeds, and a paired Wilcoxon test over images
-says whether finetune beats baseline.
+A row per split and strategy, each cell the mean ± sd over the training seeds that learned:
+
+- ``mean``: the paper's "Mean", the arithmetic mean of the 8 per-landmark RMSEs (px, argmax), with
+  a 95% interval from a hierarchical bootstrap over seeds, subjects and images within them
+  (``components.statistics``); ``L1``-``L8``: the per-landmark RMSEs; ``pooled``: the RMSE over
+  all landmarks at once (a different number: it weights the landmarks by their squared errors);
+- ``mean_mm``: the mean at the isocentre; pose errors after registration (medians) and success rate.
+
+A run is DIV (``Outcome.div`` says why) when its loss diverged (non-finite, or exploding: see
+``train.divergence_factor``) or when it did not learn: its final val RMSE is no better than the
+trivial predictor's. A DIV run's numbers leave its row and go to a footnote. The ``trivial`` row is
+that predictor (every landmark at its mean training position): how hard the task is.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
-from components import evaluation
+from components import evaluation, metrics, statistics
 from components.anatomy import LANDMARK_NAMES
 from components.dataset import TEST_SPLITS
 from study.config import StudyConfig
 
-__all__ = ["COLUMNS", "DIVERGED", "markdown", "table_1", "wilcoxon_tests"]
+__all__ = [
+    "COLUMNS",
+    "DIVERGED",
+    "LANDMARK_COLUMNS",
+    "TRIVIAL",
+    "Outcome",
+    "aligned_errors",
+    "footnotes",
+    "format_cell",
+    "markdown",
+    "table_1",
+]
 
 DIVERGED = "DIV"
-COLUMNS = [
-    "mean",
-    *[f"L{i + 1}" for i in range(len(LANDMARK_NAMES))],
-    "mean_mm",
-    "rotation_deg",
-    "translation_mm",
-    "mtre_mm",
-    "success",
-]
+TRIVIAL = "trivial"  # the row of the mean-position predictor
+LANDMARK_COLUMNS = [f"L{i + 1}" for i in range(len(LANDMARK_NAMES))]
+COLUMNS = ["mean", *LANDMARK_COLUMNS, "pooled", "mean_mm", "rotation_deg", "translation_mm", "mtre_mm", "success"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One training run of a reproduction as Table 1 sees it.
+
+    Attributes:
+        strategy, seed: which run.
+        records: its per-image records (read back from its CSV), None when it left no checkpoint.
+        div: why the run is DIV (a footnote), None when it learned.
+    """
+
+    strategy: str
+    seed: int
+    records: list[dict] | None
+    div: str | None = None
+
+
+def split_records(records: list[dict], split: str) -> list[dict]:
+    """The argmax records (the paper's) of one split."""
+    return [r for r in records if r["split"] == split and r["method"] == "argmax"]
 
 
 def cells_of(records: list[dict], config: StudyConfig) -> dict[str, float]:
     """The numbers of one table row (one split, strategy and seed) from its argmax records."""
-    summary = evaluation.summarise(
-        records,
-        config.data.render_camera(),
-        config.data.poses.source_to_isocenter,
-        config.report.success_mm,
-        resamples=10,
-        seed=0,
-    )
+    camera, source_to_isocenter = config.data.render_camera(), config.data.poses.source_to_isocenter
+    summary = evaluation.summarise(records, camera, source_to_isocenter, config.report.success_mm, resamples=10)
+    mean = statistics.paper_mean(evaluation.error_matrix(records))
     cells = {
-        "mean": summary["rmse_px"],
-        "mean_mm": summary["rmse_isocenter_mm"],
+        "mean": mean,
+        "pooled": summary["rmse_px"],
+        "mean_mm": mean * metrics.px_to_mm(camera, source_to_isocenter)[1],
         "rotation_deg": summary["rotation_deg_median"],
         "translation_mm": summary["translation_mm_median"],
         "mtre_mm": summary["mtre_mm_median"],
@@ -51,32 +81,44 @@ def cells_of(records: list[dict], config: StudyConfig) -> dict[str, float]:
     return cells | {f"L{i + 1}": summary[f"rmse_px_{name}"] for i, name in enumerate(LANDMARK_NAMES)}
 
 
-def table_1(runs: dict[tuple[str, int], list[dict] | None], config: StudyConfig, splits=TEST_SPLITS) -> list[dict]:
-    """Rows of Table 1 from per-image records keyed by (strategy, seed); None marks a diverged run.
+def aligned_errors(outcomes: list[Outcome], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(S, N, 8) landmark errors (px) of the outcomes' argmax records of ``split`` on the images they all
+    have, in one order, and those images' (N,) subjects."""
+    by_key = [{(r["subject_id"], str(r["view_id"])): r for r in split_records(o.records, split)} for o in outcomes]
+    keys = sorted(set.intersection(*(set(k) for k in by_key))) if by_key else []
+    errors = np.stack([evaluation.error_matrix([mine[k] for k in keys]) for mine in by_key]) if by_key else None
+    return errors, np.array([subject for subject, _ in keys])
 
-    Each row: ``split``, ``strategy``, ``seeds``, ``diverged`` (how many seeds), and for every column
-    ``<column>`` (mean over the seeds that did not diverge) and ``<column>_sd``.
+
+def table_1(outcomes: list[Outcome], trivial: list[dict] | None, config: StudyConfig, splits=TEST_SPLITS) -> list[dict]:
+    """Rows of Table 1 (see the module docstring), then the ``trivial`` row from its records (if given).
+
+    Each row: ``split``, ``strategy``, ``seeds`` (trained), ``diverged`` (how many are DIV), for every
+    column ``<column>`` (mean over the seeds that learned) and ``<column>_sd``, and ``mean_low``,
+    ``mean_high`` (the bootstrap interval of ``mean``).
     """
-    strategies = list(dict.fromkeys(strategy for strategy, _ in runs))
+    strategies = list(dict.fromkeys(o.strategy for o in outcomes))
     rows = []
     for split in splits:
-        for strategy in strategies:
-            seeded = [(seed, records) for (name, seed), records in runs.items() if name == strategy]
-            cells = [
-                cells_of([r for r in records if r["split"] == split and r["method"] == "argmax"], config)
-                for _, records in seeded
-                if records is not None
-            ]
-            row = {
-                "split": split,
-                "strategy": strategy,
-                "seeds": len(seeded),
-                "diverged": sum(records is None for _, records in seeded),
-            }
+        for strategy in [*strategies, TRIVIAL] if trivial is not None else strategies:
+            if strategy == TRIVIAL:
+                mine, learned = [Outcome(TRIVIAL, 0, trivial)], [Outcome(TRIVIAL, 0, trivial)]
+            else:
+                mine = [o for o in outcomes if o.strategy == strategy]
+                learned = [o for o in mine if o.div is None]
+            row = {"split": split, "strategy": strategy, "seeds": len(mine), "diverged": len(mine) - len(learned)}
+            cells = [cells_of(split_records(o.records, split), config) for o in learned]
             for column in COLUMNS:
                 values = np.array([c[column] for c in cells], dtype=float)
                 row[column] = float(values.mean()) if values.size else math.nan
                 row[f"{column}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+            row["mean_low"], row["mean_high"] = math.nan, math.nan
+            if learned:
+                errors, subjects = aligned_errors(learned, split)
+                low, high = statistics.paper_mean_interval(
+                    errors, subjects, config.report.bootstrap_resamples, config.seed
+                )
+                row["mean_low"], row["mean_high"] = low, high
             rows.append(row)
     return rows
 
@@ -88,57 +130,41 @@ def format_cell(row: dict, column: str) -> str:
     text = f"{100 * value:.0f}%" if column == "success" else f"{value:.2f}"
     if math.isfinite(sd):
         text += f" ± {100 * sd:.0f}%" if column == "success" else f" ± {sd:.2f}"
+    if column == "mean" and math.isfinite(row["mean_low"]):
+        text += f" [{row['mean_low']:.2f}, {row['mean_high']:.2f}]"
     return text + (f" ({row['diverged']} DIV)" if row["diverged"] else "")
 
 
-def markdown(rows: list[dict], tests: list[dict]) -> str:
-    """Table 1 as Markdown, with the Wilcoxon tests below it."""
+def footnotes(outcomes: list[Outcome], config: StudyConfig, splits=TEST_SPLITS) -> list[str]:
+    """One line per DIV run: why, and the numbers it would have had."""
+    lines = []
+    for outcome in outcomes:
+        if outcome.div is None:
+            continue
+        numbers = ""
+        if outcome.records is not None:
+            means = {s: cells_of(split_records(outcome.records, s), config)["mean"] for s in splits}
+            numbers = "; its mean RMSE: " + ", ".join(f"{s} {v:.2f} px" for s, v in means.items())
+        lines.append(f"{outcome.strategy} seed {outcome.seed}: {DIVERGED}, {outcome.div}{numbers}")
+    return lines
+
+
+def markdown(rows: list[dict], notes: list[str], seeds: list[int], checkpoint: str) -> str:
+    """Table 1 as Markdown, with how to read it and the DIV footnotes."""
     header = ["split", "strategy", *COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         lines.append("| " + " | ".join([row["split"], row["strategy"], *[format_cell(row, c) for c in COLUMNS]]) + " |")
     lines.append("")
     lines.append(
-        "RMSE in px by argmax (mean: over all landmarks; L1-L8: " + ", ".join(LANDMARK_NAMES) + "); "
-        "mean_mm: at the isocentre; pose errors: medians after registration; success: mTRE below the threshold."
+        f"RMSE in px by argmax, mean ± sd over {len(seeds)} training seed(s) ({', '.join(map(str, seeds))}), "
+        f"each evaluated at its {checkpoint} checkpoint. mean: the paper's, the mean of the 8 per-landmark RMSEs "
+        "(L1-L8: " + ", ".join(LANDMARK_NAMES) + "), with its 95% interval from a hierarchical bootstrap (seeds, "
+        "subjects, images within subjects); pooled: the RMSE over all landmarks at once; mean_mm: the mean at the "
+        "isocentre; pose errors: medians after registration; success: mTRE below the threshold. trivial: every "
+        "landmark at its mean training position. DIV: the loss diverged, or the final val RMSE was no better than "
+        "the trivial predictor's."
     )
-    for test in tests:
-        lines.append(
-            f"\nWilcoxon signed-rank, {test['split']}: finetune < baseline per image, "
-            f"{test['pairs']} pairs, median difference {test['median_difference_px']:+.3f} px, "
-            f"p = {test['p_value']:.3g}"
-        )
+    for index, note in enumerate(notes, 1):
+        lines.append(f"\n[{index}] {note}")
     return "\n".join(lines) + "\n"
-
-
-def wilcoxon_tests(runs: dict[tuple[str, int], list[dict] | None], splits=TEST_SPLITS) -> list[dict]:
-    """Per split: a one-sided paired Wilcoxon test that finetune's per-image RMSE is below baseline's (all seeds)."""
-    tests = []
-    for split in splits:
-        finetune, baseline = [], []
-        for (strategy, seed), records in runs.items():
-            other = runs.get(("baseline", seed))
-            if strategy != "finetune" or records is None or other is None:
-                continue
-            mine = {
-                (r["subject_id"], r["view_id"]): r for r in records if r["split"] == split and r["method"] == "argmax"
-            }
-            theirs = {
-                (r["subject_id"], r["view_id"]): r for r in other if r["split"] == split and r["method"] == "argmax"
-            }
-            keys = sorted(set(mine) & set(theirs))
-            finetune += list(evaluation.per_image_rmse([mine[k] for k in keys]))
-            baseline += list(evaluation.per_image_rmse([theirs[k] for k in keys]))
-        difference = np.array(finetune) - np.array(baseline)
-        difference = difference[np.isfinite(difference)]
-        if difference.size and np.any(difference != 0):
-            p_value = float(stats.wilcoxon(difference, alternative="less").pvalue)
-            tests.append(
-                {
-                    "split": split,
-                    "pairs": int(difference.size),
-                    "median_difference_px": float(np.median(difference)),
-                    "p_value": p_value,
-                }
-            )
-    return tests

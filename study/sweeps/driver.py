@@ -51,11 +51,12 @@ def shared_starts(
         if reference in config.train.strategies:
             console.say(f"sweep: the shared start of '{strategy}' is strategy '{reference}', trained once (or reused)")
             result = train(config, reference, data_dir)
-            if result.best_checkpoint is None:
+            checkpoint = result.checkpoint(config.train.checkpoint)
+            if checkpoint is None:
                 raise ConfigError(
                     f"strategy '{reference}' {result.status} before its first checkpoint; nothing to fine-tune"
                 )
-            starts[strategy] = {"checkpoint": result.best_checkpoint, "run_id": result.run_id}
+            starts[strategy] = {"checkpoint": checkpoint, "run_id": result.run_id}
         else:
             starts[strategy] = {"checkpoint": resolve_init(config, reference, data_dir, tracker), "run_id": None}
     return starts

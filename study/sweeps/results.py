@@ -23,7 +23,7 @@ from study.figures import save_figure
 from study.files import write_csv, write_json, write_text
 from study.sweeps.plan import SweepPlan, plan_folder, trial_config, trial_run_name
 from study.tracking import RUN_NAME_TAG, Tracker
-from study.training.run_folder import BEST_CHECKPOINT
+from study.training.run_folder import CHECKPOINT_FOLDERS
 
 __all__ = ["SweepResult", "TrialRecord", "finish"]
 
@@ -155,9 +155,12 @@ def register_model(plan: SweepPlan, best: TrialRecord, checkpoint: Path, tracker
 
 
 def best_checkpoint(best: TrialRecord, plan: SweepPlan, tracker: Tracker) -> Path:
-    """The best trial's checkpoint: in its local run folder, else downloaded from its MLflow run."""
+    """The best trial's checkpoint (``train.checkpoint``: its last or its best): in its local run folder, else
+    downloaded from its MLflow run."""
     config, _ = trial_config(plan, best.params)
-    local = Path(config.train.storage) / trial_run_name(plan, best.trial_id) / BEST_CHECKPOINT
+    local = (
+        Path(config.train.storage) / trial_run_name(plan, best.trial_id) / CHECKPOINT_FOLDERS[config.train.checkpoint]
+    )
     return local if local.is_dir() else tracker.download_checkpoint(best.run_id)
 
 

@@ -8,12 +8,16 @@ trials on it. Reading the Parquet shards again for each run costs seconds each t
 - ``share_splits(data_dir)`` hands the training columns to other processes (a sweep's driver puts
   them into Ray's object store once), and ``adopt_splits`` makes a trial process use them (zero-copy);
 - ``ray_datasets(data_dir)`` gives Ray Train runs the ``train`` and ``val`` splits as Ray Datasets,
-  materialised once per process.
+  materialised once per process, each row with its position in ``split_columns``' order
+  (``training.ROW_INDEX``): a Ray Train worker sorts the rows it streams by it, so it trains on the
+  rows in the order this process would, whatever order Ray Data streams them in.
 """
 
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from components import training
 from components.dataset import DatasetError, DRRRows, read_split
@@ -64,15 +68,36 @@ def adopt_splits(shared: dict) -> None:
         _COLUMNS.setdefault((*key, split), columns)
 
 
+def row_positions(data_dir: str | Path, split: str) -> dict[tuple[str, int], int]:
+    """(subject id, view id) -> the row's position in ``split``, in ``read_split``'s order (the manifest's shards)."""
+    folder = Path(data_dir)
+    shards = [shard["path"] for shard in read_manifest(folder)["shards"] if shard["split"] == split]
+    keys = []
+    for path in shards:
+        ids = pq.read_table(folder / path, columns=["subject_id", "view_id"])
+        keys += zip(ids.column("subject_id").to_pylist(), ids.column("view_id").to_pylist())
+    if len(set(keys)) != len(keys):
+        raise DatasetError(f"{folder}: split '{split}' has two rows of the same subject and view")
+    return {key: position for position, key in enumerate(keys)}
+
+
 def ray_datasets(data_dir: str | Path) -> dict:
-    """The ``train`` and ``val`` training columns as Ray Datasets, read and materialised once per process."""
+    """The ``train`` and ``val`` training columns and ``training.ROW_INDEX`` as Ray Datasets, read and materialised
+    once per process."""
     import ray.data
 
     key = dataset_key(data_dir)
     if key not in _DATASETS:
-        columns = list(training.COLUMNS)
-        _DATASETS[key] = {
-            split: ray.data.read_parquet(str(Path(data_dir) / split)).select_columns(columns).materialize()
-            for split in ("train", "val")
-        }
+        columns = [*training.COLUMNS, training.ROW_INDEX]
+        _DATASETS[key] = {}
+        for split in ("train", "val"):
+            positions = row_positions(data_dir, split)
+
+            def add_row_index(table: pa.Table, positions=positions) -> pa.Table:
+                keys = zip(table.column("subject_id").to_pylist(), table.column("view_id").to_pylist())
+                return table.append_column(training.ROW_INDEX, pa.array([positions[k] for k in keys], pa.int64()))
+
+            dataset = ray.data.read_parquet(str(Path(data_dir) / split))
+            dataset = dataset.map_batches(add_row_index, batch_format="pyarrow", zero_copy_batch=True)
+            _DATASETS[key][split] = dataset.select_columns(columns).materialize()
     return _DATASETS[key]

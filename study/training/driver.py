@@ -1,8 +1,8 @@
 """``study train``: one strategy of a study config, in this process or on Ray Train (DDP), tracked in MLflow.
 
-A strategy (``train.strategies.<name>``) starts from random weights, from another strategy's best
-checkpoint (trained first when it has no finished run), from a checkpoint folder or from an MLflow
-run, then runs its phases in order (``study.training.loop``).
+A strategy (``train.strategies.<name>``) starts from random weights, from another strategy's
+checkpoint (``train.checkpoint``: its last, or its best; trained first when it has no finished run),
+from a checkpoint folder or from an MLflow run, then runs its phases in order (``study.training.loop``).
 
 Where it trains (``train.launcher``, see ``resolve_launcher``): on one machine without GPUs, in this
 process with all its cores ("process": no Ray, no workers, measured fastest by
@@ -21,7 +21,7 @@ How a run is put together:
   restarts from the latest one (``train.max_failures``);
 - every epoch, ``EpochLogger`` says a line and logs the metrics to MLflow;
 - starting a run again with the same name resumes it; a finished run is returned as it is;
-- at the end the driver logs the best checkpoint and PNG overlays of val predictions.
+- at the end the driver logs the run's checkpoint (``train.checkpoint``) and PNG overlays of val predictions.
 """
 
 import math
@@ -44,6 +44,7 @@ from study.training.data import ray_datasets
 from study.training.loop import train_loop
 from study.training.run_folder import (
     BEST_CHECKPOINT,
+    CHECKPOINT_ARTIFACT,
     LATEST_CHECKPOINT,
     TrainResult,
     claim_run_folder,
@@ -170,11 +171,12 @@ def resolve_init(config: StudyConfig, init: str | None, data_dir: Path, tracker:
     if init is None:
         return None
     if init in config.train.strategies:
-        console.say(f"start: the best checkpoint of strategy '{init}'")
+        which = config.train.checkpoint
+        console.say(f"start: the {which} checkpoint of strategy '{init}'")
         start = train(config, init, data_dir)
-        if start.best_checkpoint is None:
+        if start.checkpoint(which) is None:
             raise ConfigError(f"strategy '{init}' {start.status} before its first checkpoint; nothing to start from")
-        return start.best_checkpoint
+        return start.checkpoint(which)
     if Path(init).exists():
         load_checkpoint(init)
         return str(Path(init).resolve())
@@ -280,6 +282,7 @@ def train_in_process(
         best_checkpoint=str(best) if has_best else None,
         best_metrics=load_checkpoint(best)["metrics"] if has_best else {},
         last_metrics=last_metrics,
+        last_checkpoint=str(latest) if (latest / CHECKPOINT_FILE).is_file() else None,
     )
 
 
@@ -297,21 +300,26 @@ def summarise(fitted, name: str, strategy: str, metric: str) -> TrainResult:
         best_checkpoint=best.path if best is not None else None,
         best_metrics={k: v for k, v in best_metrics.items() if isinstance(v, int | float)},
         last_metrics=last,
+        last_checkpoint=fitted.checkpoint.path if fitted.checkpoint is not None else None,
     )
 
 
 def finish_tracking(tracker: Tracker, config: StudyConfig, result: TrainResult, data_dir: Path) -> None:
-    """Log the best checkpoint, its metrics and val overlays; end the MLflow run with the study's status."""
-    tracker.set_tags(result.run_id, {"study.status": result.status, "study.epochs": result.epochs})
+    """Log the checkpoint that stands for the run (``train.checkpoint``), the best val metrics and val overlays;
+    end the MLflow run with the study's status."""
+    which = config.train.checkpoint
+    tags = {"study.status": result.status, "study.epochs": result.epochs, "study.checkpoint": which}
+    tracker.set_tags(result.run_id, tags)
     if result.best_checkpoint is not None:
         best_val = {f"best_{k}": v for k, v in result.best_metrics.items() if k.startswith("val_")}
         tracker.log_metrics(result.run_id, best_val, result.epochs)
-        tracker.log_artifacts(result.run_id, result.best_checkpoint, BEST_CHECKPOINT)
+    if result.checkpoint(which) is not None:
+        tracker.log_artifacts(result.run_id, result.checkpoint(which), CHECKPOINT_ARTIFACT)
         if config.tracking.overlays:
             from study.figures import prediction_examples  # matplotlib: only when there is something to draw
 
             with tempfile.TemporaryDirectory() as folder:
-                best = {"model": result.best_checkpoint}
+                best = {"model": result.checkpoint(which)}
                 overlays = Path(folder) / "val_overlays.png"
                 camera = config.data.render_camera()
                 png = prediction_examples(best, camera, data_dir, "val", overlays, config.tracking.overlays)

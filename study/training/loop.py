@@ -8,11 +8,18 @@ times its start, ends the run as ``diverged``.
 
 The loop is plain PyTorch plus a worker (``study.training.workers``), which says where rows come
 from, where the resumed state is and where reports go: a Ray Train worker (DDP) or this process.
+
+The same config and seed train the same weights on CPU: the rows come in the data set's order, the
+batches and augmentations are drawn from (seed, epoch, step), the initial weights from the seed,
+and the loop runs with deterministic kernels (``deterministic_kernels``). What still differs, on
+GPU and across thread counts: docs/architecture.md, "Determinism".
 """
 
 import math
+import random
 import tempfile
 import time
+from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -70,6 +77,40 @@ def all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
     return tensor.cpu().tolist()
 
 
+@contextmanager
+def deterministic_kernels(device: torch.device):
+    """Deterministic kernels while the block runs; the process's settings as they were after.
+
+    CPU: ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic kernel raises
+    rather than varies). CUDA: cuDNN's deterministic convolutions, without benchmark autotuning;
+    ``use_deterministic_algorithms`` is left alone there: it needs ``CUBLAS_WORKSPACE_CONFIG`` set
+    before CUDA starts and raises on the ops that have only atomic-add kernels.
+    """
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+def seed_everything(seed: int) -> None:
+    """torch's generators (CPU and CUDA), numpy's and Python's global ones: the loop draws its batches and
+    augmentations from generators of its own, but the initial weights come from torch's."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def train_loop(loop_config: dict, worker: Worker) -> dict:
     """Train the strategy's phases; report every epoch (rank 0 with a checkpoint and val metrics).
 
@@ -77,6 +118,12 @@ def train_loop(loop_config: dict, worker: Worker) -> dict:
     folder or None) and ``fail_once`` (tests only, see ``faults``). Returns the run's ``status``
     (``finished`` or ``diverged``) and its last ``epoch``.
     """
+    with deterministic_kernels(worker.device):
+        return train_phases(loop_config, worker)
+
+
+def train_phases(loop_config: dict, worker: Worker) -> dict:
+    """``train_loop``'s body."""
     config = StudyConfig.model_validate_json(loop_config["config"])
     train_config, strategy = config.train, loop_config["strategy"]
     phases = train_config.strategies[strategy].phases
@@ -89,7 +136,7 @@ def train_loop(loop_config: dict, worker: Worker) -> dict:
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
 
     seed = config.training_seed()
-    torch.manual_seed(seed)
+    seed_everything(seed)
     model = make_unet(train_config.model)
     architecture = train_config.model.architecture()
     state = worker.resumed_state()
@@ -163,7 +210,7 @@ def train_loop(loop_config: dict, worker: Worker) -> dict:
         checkpoint = None
         if rank == 0 and not diverged:
             predictions = training.predict(
-                model, val_rows, loss_context.camera, decoding.temperature, train_config.batch_size, device
+                model, val_rows, loss_context.camera, decoding, train_config.batch_size, device
             )
             metrics |= {
                 f"val_{key}": value for key, value in training.validation_metrics(predictions, val_rows).items()

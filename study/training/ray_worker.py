@@ -39,8 +39,10 @@ class RayTrainWorker:
         self.scratch = None  # the system's temporary folder: Ray Train copies the checkpoint into its storage
 
     def rows(self, split: str) -> dict[str, np.ndarray]:
+        """All of ``split``, in the data set's row order (``training.ROW_INDEX``), not the order Ray Data streamed."""
         shard = ray.train.get_dataset_shard(split)
-        return training.collect_rows(shard.iter_batches(batch_size=256, batch_format="numpy"))
+        batches = shard.iter_batches(batch_size=256, batch_format="numpy")
+        return training.collect_rows(batches, order=training.ROW_INDEX)
 
     def resumed_state(self) -> dict:
         checkpoint = ray.train.get_checkpoint()

@@ -18,6 +18,8 @@ from study.files import write_json
 
 __all__ = [
     "BEST_CHECKPOINT",
+    "CHECKPOINT_ARTIFACT",
+    "CHECKPOINT_FOLDERS",
     "IDENTITY_FILE",
     "LATEST_CHECKPOINT",
     "TrainResult",
@@ -33,6 +35,8 @@ RESULT_FILE = "study_result.json"
 IDENTITY_FILE = "study_run.json"
 BEST_CHECKPOINT = "best_checkpoint"
 LATEST_CHECKPOINT = "latest_checkpoint"
+CHECKPOINT_FOLDERS = {"last": LATEST_CHECKPOINT, "best": BEST_CHECKPOINT}  # a run in this process, by train.checkpoint
+CHECKPOINT_ARTIFACT = "checkpoint"  # the checkpoint that stands for a run, in its MLflow run (tag study.checkpoint)
 
 
 @dataclass
@@ -41,8 +45,8 @@ class TrainResult:
 
     ``status`` is ``finished`` or ``diverged``; ``epochs`` counts the epochs run, the last one cut
     short when the run diverged; ``last_metrics`` are those of the last report; ``best_checkpoint``
-    is the folder of the best checkpoint by the selection metric (None when the run diverged
-    before its first epoch ended).
+    is the folder of the best checkpoint by the selection metric and ``last_checkpoint`` that of the
+    last epoch (None when the run diverged before its first epoch ended).
     """
 
     run_name: str
@@ -53,6 +57,17 @@ class TrainResult:
     best_metrics: dict = field(default_factory=dict)
     last_metrics: dict = field(default_factory=dict)
     run_id: str | None = None
+    last_checkpoint: str | None = None
+
+    def checkpoint(self, which: str) -> str | None:
+        """The folder of the run's ``"last"`` (end of training) or ``"best"`` checkpoint (``train.checkpoint``)."""
+        if which not in ("last", "best"):
+            raise ValueError(f"checkpoint {which!r}: expected 'last' or 'best'")
+        return self.last_checkpoint if which == "last" else self.best_checkpoint
+
+    def checkpoint_metrics(self, which: str) -> dict:
+        """The metrics reported with that checkpoint."""
+        return self.last_metrics if which == "last" else self.best_metrics
 
 
 def storage_folder(config: StudyConfig) -> str:

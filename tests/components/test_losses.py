@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from components.geometry import Camera
 from components.losses import LossContext, LossSettings, WeightedLoss
 from components.model import UNetSettings, make_unet
 from components.phantom import phantom_subject
+from components.poses import PoseRanges, pose_bounds
 
 CAMERA = Camera(sdd=1020.0, height=64, width=64, delx=431 / 64, dely=431 / 64)
 
@@ -102,6 +104,71 @@ def test_registration_losses_reach_the_model_parameters(batch, name, solver):
     gradients = [p.grad for p in model.parameters() if p.grad is not None]
     assert gradients and all(torch.isfinite(g).all() for g in gradients)
     assert sum(g.abs().sum() for g in gradients) > 0
+
+
+# The bounds of the poses of the ``batch`` fixture's kind: ZXY Euler within 15 degrees, +-20/40/20 mm.
+BOUNDS = pose_bounds(PoseRanges((15.0, 15.0, 15.0), (20.0, 40.0, 20.0), 800.0))
+# Adam at 0.1 (the paper preset's rate) converges in 100 steps; L-BFGS needs far fewer.
+UNROLLED = {
+    "adam": LossSettings(solver="unrolled", unrolled_optimizer="adam", unrolled_learning_rate=0.1),
+    "lbfgs": LossSettings(solver="unrolled", unrolled_optimizer="lbfgs", unrolled_iterations=30),
+}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_the_pose_loss_through_the_unrolled_solver(batch, optimizer):
+    context = LossContext(CAMERA, 800.0, UNROLLED[optimizer], BOUNDS)
+    perfect = peaked_logits(batch["landmarks_2d"])
+    value, parts = losses.LOSSES["pose"](perfect, batch, context)
+    # near 0 at the truth (the poses start 6-8 degrees and ~10 mm from the AP view)
+    assert parts["pose_failures"] == 0 and value.item() < (0.3 if optimizer == "adam" else 0.01)
+    moved = peaked_logits(batch["landmarks_2d"] + torch.tensor([2.0, -1.0], dtype=torch.float64))
+    value, parts = losses.LOSSES["pose"](moved, batch, context)
+    assert torch.isfinite(value) and parts["pose_rotation_deg"] > 0.1
+    value.backward()
+    assert torch.isfinite(moved.grad).all() and moved.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_the_unrolled_solution_never_leaves_its_bounds(batch, optimizer):
+    # a box around the AP view that the true poses (up to 6 degrees, 10 mm off it) lie outside
+    low, high = pose_bounds(PoseRanges((1.0, 1.0, 1.0), (2.0, 2.0, 2.0), 800.0))
+    settings, perfect = UNROLLED[optimizer], peaked_logits(batch["landmarks_2d"]).detach()
+    solved = losses.register_predicted(perfect, batch, LossContext(CAMERA, 800.0, settings, (low, high))).pose
+    low, high = torch.tensor(low, dtype=solved.dtype), torch.tensor(high, dtype=solved.dtype)
+    assert ((solved >= low - 1e-9) & (solved <= high + 1e-9)).all()
+    assert ((solved - low).abs() < 1e-6).any() or ((solved - high).abs() < 1e-6).any()  # pressed against a face
+    unbounded = LossContext(CAMERA, 800.0, replace(settings, unrolled_bounds=False), (tuple(low), tuple(high)))
+    free = losses.register_predicted(perfect, batch, unbounded).pose
+    assert ((free < low - 1e-3) | (free > high + 1e-3)).any()  # unrolled_bounds off: the box is ignored
+
+
+def test_the_soft_argmax_input_reaches_the_losses_and_the_decoding(batch):
+    settings = LossSettings(temperature=1.0, soft_argmax_input="probabilities")
+    assert settings.decoding() == heatmaps.Decoding(1.0, "probabilities")
+    logits = peaked_logits(batch["landmarks_2d"])
+    at_logits, _ = losses.LOSSES["landmark"](logits, batch, LossContext(CAMERA, 800.0))
+    at_probabilities, _ = losses.LOSSES["landmark"](logits, batch, LossContext(CAMERA, 800.0, settings))
+    # sigmoid(logits) / 1 is an almost flat softmax: the points fall towards the image centre
+    assert at_logits.item() < 0.01 and at_probabilities.item() > 5.0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"unrolled_optimizer": "sgd"}, "unrolled_optimizer"),
+        ({"unrolled_learning_rate": 0.0}, "unrolled_learning_rate"),
+        ({"soft_argmax_input": "heatmap"}, "soft_argmax_input"),
+    ],
+)
+def test_bad_unrolled_and_decoding_settings(changes, message):
+    with pytest.raises(ValueError, match=message):
+        LossSettings(**changes)
+
+
+def test_bad_bounds():
+    with pytest.raises(ValueError, match=r"LossContext\.bounds"):
+        LossContext(CAMERA, 800.0, bounds=((0.0,) * 6, (-1.0,) * 6))
 
 
 def test_weighted_sum_of_named_losses(batch):

@@ -76,12 +76,23 @@ def test_checkpoint_round_trip_gives_the_same_predictions_and_decoding(tmp_path)
     torch.manual_seed(0)
     settings = UNetSettings(encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
     model = make_unet(settings).eval()
-    save_checkpoint(tmp_path, model, settings, Decoding(temperature=0.35), epoch=4)
+    save_checkpoint(tmp_path, model, settings, Decoding(temperature=0.35, input="probabilities"), epoch=4)
     image = torch.rand(2, 1, 32, 32)
     trained = load_trained_model(tmp_path)
     assert torch.equal(trained.network(image), model(image))
-    assert trained.settings == settings and trained.decoding == Decoding(0.35)
+    assert trained.settings == settings and trained.decoding == Decoding(0.35, "probabilities")
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 4
+    assert load_checkpoint(tmp_path)["decoding"] == {"temperature": 0.35, "input": "probabilities"}
+
+
+def test_a_checkpoint_written_before_the_soft_argmax_input_decodes_logits(tmp_path):
+    from components.model import load_trained_model, save_checkpoint
+
+    settings = UNetSettings(encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
+    save_checkpoint(tmp_path, make_unet(settings), settings, Decoding(0.5))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    torch.save(state | {"decoding": {"temperature": 0.5}}, tmp_path / "checkpoint.pt")  # the old format
+    assert load_trained_model(tmp_path).decoding == Decoding(0.5, "logits")
 
 
 def test_bad_checkpoints(tmp_path):

@@ -1,10 +1,11 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from components import geometry
-from components.poses import PoseRanges, sample_pose, sample_poses
+from components.poses import PoseRanges, pose_bounds, pose_of, sample_pose, sample_poses
 
 RANGES = PoseRanges(rotation_deg=(20.0, 10.0, 5.0), translation_mm=(15.0, 40.0, 25.0), source_to_isocenter=800.0)
 
@@ -44,3 +45,37 @@ def test_bad_ranges_are_refused(arguments, message):
     values = dict(rotation_deg=(1.0, 1.0, 1.0), translation_mm=(1.0, 50.0, 1.0), source_to_isocenter=800.0) | arguments
     with pytest.raises(ValueError, match=message):
         PoseRanges(**values)
+
+
+@pytest.mark.parametrize(
+    "ranges",
+    [
+        RANGES,
+        PoseRanges(rotation_deg=(15.0, 15.0, 15.0), translation_mm=(20.0, 40.0, 20.0), source_to_isocenter=800.0),
+        PoseRanges(rotation_deg=(60.0, 45.0, 30.0), translation_mm=(0.0, 0.0, 0.0), source_to_isocenter=500.0),
+    ],
+    ids=["uneven", "paper", "wide"],
+)
+def test_pose_bounds_contain_every_sampled_pose_and_little_more(ranges):
+    low, high = (torch.tensor(b, dtype=torch.float64) for b in pose_bounds(ranges))
+    poses = sample_poses(3, "s", range(2000), ranges)
+    assert ((poses >= low) & (poses <= high)).all()
+    # the Euler box's corners, where the rotation is largest
+    corners = torch.cartesian_prod(*[torch.tensor([-1.0, 1.0], dtype=torch.float64)] * 3)
+    for sign in corners:
+        pose = pose_of(sign.numpy() * np.radians(ranges.rotation_deg), sign.numpy() * ranges.translation_mm, 0.0)
+        pose[4] += ranges.source_to_isocenter
+        assert ((pose >= low) & (pose <= high)).all()
+    center = torch.tensor([0.0, ranges.source_to_isocenter, 0.0], dtype=torch.float64)
+    offsets = torch.tensor(ranges.translation_mm, dtype=torch.float64)
+    assert torch.equal(low[3:], center - offsets) and torch.equal(high[3:], center + offsets)  # exact
+    # the rotation box: at least the largest sampled component, at most 3 degrees wider (grid margin)
+    widest = torch.rad2deg(torch.maximum(high[:3], -low[:3]))
+    sampled = torch.rad2deg(poses[:, :3].abs().max(0).values)
+    assert (widest >= sampled).all() and (widest <= sampled + max(ranges.rotation_deg) * 0.1 + 3.0).all()
+
+
+def test_pose_bounds_of_no_rotation_pin_it_at_zero():
+    ranges = PoseRanges(rotation_deg=(0.0, 0.0, 0.0), translation_mm=(1.0, 2.0, 3.0), source_to_isocenter=100.0)
+    low, high = pose_bounds(ranges)
+    assert low == (0.0, 0.0, 0.0, -1.0, 98.0, -3.0) and high == (0.0, 0.0, 0.0, 1.0, 102.0, 3.0)

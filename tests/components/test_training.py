@@ -7,6 +7,7 @@ import torch
 from components import geometry, training
 from components.augment import IntensityRanges
 from components.geometry import Camera
+from components.heatmaps import Decoding
 from components.model import UNetSettings, make_unet
 
 
@@ -132,7 +133,7 @@ def test_predict_returns_both_estimates_and_a_pose():
     torch.manual_seed(0)
     camera = Camera(sdd=1020.0, height=32, width=32, delx=13.4, dely=13.4)
     predictions = training.predict(
-        make_unet(UNetSettings(encoder_depth=3)), make_rows(3), camera, temperature=1.0, batch_size=2
+        make_unet(UNetSettings(encoder_depth=3)), make_rows(3), camera, Decoding(1.0), batch_size=2
     )
     assert predictions.argmax.shape == predictions.soft_argmax.shape == (3, 8, 2)
     assert predictions.pose.shape == (3, 6)

@@ -190,11 +190,11 @@ def test_a_sweep_logs_to_an_mlflow_server_over_http(train_study, tmp_path):
         model_name, version = result.registered.split("/")
         registered = client.get_model_version(model_name, version)
         artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "sweep")}
-        checkpoint = [a.path for a in client.list_artifacts(result.best.run_id, "best_checkpoint")]
+        checkpoint = [a.path for a in client.list_artifacts(result.best.run_id, "checkpoint")]
     assert parent.info.status == "FINISHED" and parent.data.tags["study.kind"] == "sweep"
     assert sorted(run.info.run_id for run in trial_runs) == sorted(r.run_id for r in result.trials)
     assert all(run.data.metrics["val_rmse_px"] > 0 for run in trial_runs)
     assert registered.run_id == result.best.run_id
     assert "sweep/optimization_history.png" in artifacts
-    assert checkpoint == ["best_checkpoint/checkpoint.pt"]  # artifacts went through the server's proxy
+    assert checkpoint == ["checkpoint/checkpoint.pt"]  # artifacts went through the server's proxy
     assert list((tmp_path / "artifacts").rglob("checkpoint.pt"))

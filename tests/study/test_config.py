@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from study.config import PRESETS_DIR, ConfigError, load_config
@@ -5,14 +7,12 @@ from study.config import PRESETS_DIR, ConfigError, load_config
 
 def test_presets_load_and_resolve_the_render_camera():
     demo = load_config("demo")
-    assert demo.name == "demo" and demo.data.image_size == 96
+    assert demo.name == "demo" and demo.data.image_size == 64
     camera = demo.data.render_camera()
-    assert camera.height == camera.width == 96
-    assert camera.delx * 96 == pytest.approx(1436 * 0.3)
+    assert camera.height == camera.width == 64
+    assert camera.delx * 64 == pytest.approx(1436 * 0.3)
     paper = load_config("paper")
-    assert (
-        paper.data.cohort.subjects.train == 80 and paper.data.views.train == 100 and paper.data.views.novel_view == 20
-    )
+    assert paper.data.cohort.subjects.train == 80 and paper.data.views.train == 80 and paper.data.views.novel_view == 20
 
 
 def test_a_batch_must_split_evenly_over_the_ddp_workers():
@@ -61,14 +61,34 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 @pytest.mark.parametrize("preset", ["demo", "paper"])
-def test_presets_have_the_papers_four_strategies(preset):
-    train = load_config(preset).train
-    assert set(train.strategies) == {"baseline", "composite", "pose_only", "finetune"}
+def test_presets_have_the_papers_four_strategies_and_two_controls(preset):
+    config = load_config(preset)
+    train = config.train
+    six = ["baseline", "composite", "pose_only", "finetune", "finetune_bce", "finetune_landmark"]
+    assert set(train.strategies) == set(six) and config.reported_strategies() == six
+    assert len(config.report.seeds) >= 3
     assert [set(p.losses) for p in train.strategies["baseline"].phases] == [{"bce"}]
     assert [set(p.losses) for p in train.strategies["composite"].phases] == [{"bce", "pose"}]
     assert [set(p.losses) for p in train.strategies["pose_only"].phases] == [{"pose"}]
-    assert train.strategies["finetune"].init == "baseline"
-    assert [set(p.losses) for p in train.strategies["finetune"].phases] == [{"pose"}]
+    finetune = train.strategies["finetune"]
+    assert finetune.init == "baseline" and [set(p.losses) for p in finetune.phases] == [{"pose"}]
+    for control, loss in (("finetune_bce", "bce"), ("finetune_landmark", "landmark")):
+        strategy = train.strategies[control]
+        assert strategy.init == "baseline" and [set(p.losses) for p in strategy.phases] == [{loss}]
+        # the same start, length and learning rate as the fine-tune: only the loss differs
+        assert [(p.epochs, p.learning_rate, p.optimizer) for p in strategy.phases] == [
+            (p.epochs, p.learning_rate, p.optimizer) for p in finetune.phases
+        ]
+    assert train.checkpoint == "last"  # the paper evaluates (and fine-tunes) the end of training
+
+
+def test_report_strategies_must_be_trained_strategies():
+    with pytest.raises(ConfigError, match=r"report.strategies \['nope'\] are not in train.strategies"):
+        load_config("demo", ["report.strategies=[baseline, nope]"])
+    assert load_config("demo", ["report.strategies=[finetune, baseline]"]).reported_strategies() == [
+        "finetune",
+        "baseline",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -98,3 +118,50 @@ def test_the_data_part_leaves_out_training():
     config = load_config("demo")
     assert set(config.data_part()) == {"name", "seed", "data"}
     assert load_config("demo", ["train.batch_size=2"]).data_part() == config.data_part()
+
+
+def test_the_paper_preset_is_the_paper():
+    config = load_config("paper")
+    data, train = config.data, config.train
+    subjects, views = data.cohort.subjects, data.views
+    assert (subjects.train, subjects.novel_subject) == (80, 10)  # 80 training CTs, 10 novel-subject CTs (3.1)
+    assert subjects.val == 5  # not in the paper: a val split of its own subjects
+    # 100 images per CT: 80 train + 20 novel views (80 x 20 = 1600 novel-view images), 100 per novel subject (1000)
+    assert (views.train, views.novel_view, views.novel_subject) == (80, 20, 100)
+    assert subjects.train * views.novel_view == 1600 and subjects.novel_subject * views.novel_subject == 1000
+    assert data.detector.sdd == 1020.0
+    # one learning rate for every strategy and phase, the fine-tune's included
+    rates = {phase.learning_rate for strategy in train.strategies.values() for phase in strategy.phases}
+    assert rates == {1e-3}
+    six = {"baseline", "composite", "pose_only", "finetune", "finetune_bce", "finetune_landmark"}
+    assert set(train.strategies) == six
+    epochs = {name: [p.epochs for p in strategy.phases] for name, strategy in train.strategies.items()}
+    assert epochs["baseline"] == epochs["composite"] == epochs["pose_only"] == [28]
+    for name in ("finetune", "finetune_bce", "finetune_landmark"):
+        assert train.strategies[name].init == "baseline" and epochs[name] == [1]
+    assert train.strategies["finetune_landmark"].phases[0].losses == {"landmark": 1.0}
+    loss = train.loss
+    assert loss.pos_weight is None  # plain BCEWithLogitsLoss
+    assert (loss.solver, loss.unrolled_optimizer, loss.unrolled_iterations, loss.unrolled_bounds) == (
+        "unrolled",
+        "adam",
+        100,
+        True,
+    )
+    assert loss.soft_argmax_input == "probabilities" and loss.decoding().input == "probabilities"
+    assert loss.temperature < 1 / math.log(data.image_size**2)  # probabilities: contrast <= 1 (heatmaps docstring)
+    context = train.loss_context(data)
+    low, high = context.bounds
+    assert high[3:] == (20.0, 840.0, 20.0) and low[3:] == (-20.0, 760.0, -20.0)  # the sampling ranges, mm
+    assert all(math.radians(15.0) < h < math.radians(20.0) for h in high[:3])
+    assert load_config("paper", ["train.loss.unrolled_bounds=false"]).train.loss_context(data).bounds is None
+
+
+def test_paper_tuned_keeps_the_platforms_choices():
+    tuned, paper = load_config("paper_tuned"), load_config("paper")
+    loss = tuned.train.loss
+    assert (loss.solver, loss.pos_weight, loss.soft_argmax_input, loss.temperature) == ("implicit", 20.0, "logits", 1.0)
+    assert (tuned.data.views.train, tuned.data.views.novel_view) == (100, 20)
+    assert tuned.train.strategies["finetune"].phases[0].learning_rate == 1e-4
+    assert set(tuned.train.strategies) == set(paper.train.strategies)
+    assert tuned.data.cohort == paper.data.cohort and tuned.data.poses == paper.data.poses

@@ -1,16 +1,20 @@
-"""A miniature ``study reproduce`` end to end: real training, evaluation, Table 1 and MLflow."""
+"""A miniature ``study reproduce`` end to end: real training, evaluation, Table 1, comparisons and MLflow."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from components import statistics
 from components.anatomy import LANDMARK_NAMES
-from study.evaluation.reproduce import STRATEGIES, reproduce
-from study.evaluation.table import COLUMNS
+from study.evaluation.reproduce import reproduce
+from study.evaluation.table import COLUMNS, TRIVIAL
 
 pytestmark = pytest.mark.slow  # trains models or starts Ray
+
+STRATEGIES = ["baseline", "composite", "pose_only", "finetune", "finetune_bce"]
 
 
 @pytest.fixture(autouse=True)
@@ -21,39 +25,78 @@ def no_tracking_uri_from_the_environment(monkeypatch):
 @pytest.fixture(scope="module")
 def reproduction(train_study, tmp_path_factory):
     config, data = train_study
+    config = config.model_copy(update={"report": config.report.model_copy(update={"strategies": STRATEGIES})})
     out = tmp_path_factory.mktemp("report")
     return config, out, reproduce(config, data, out)
 
 
-def test_table_has_a_row_per_split_and_strategy(reproduction):
+def read_records(path, split):
+    with open(path) as stream:
+        return [r for r in csv.DictReader(stream) if r["split"] == split and r["method"] == "argmax"]
+
+
+def errors_of(records):
+    return np.array([[float(r[f"error_px_{name}"]) for name in LANDMARK_NAMES] for r in records])
+
+
+def test_table_has_a_row_per_split_and_strategy_and_the_trivial_predictor(reproduction):
     _, out, rows = reproduction
     assert [(r["split"], r["strategy"]) for r in rows] == [
-        (s, k) for s in ("novel_view", "novel_subject") for k in STRATEGIES
+        (s, k) for s in ("novel_view", "novel_subject") for k in [*STRATEGIES, TRIVIAL]
     ]
     with open(out / "table1.csv") as stream:
         header = next(csv.reader(stream))
-    assert {"split", "strategy", "seeds", "diverged", *COLUMNS} <= set(header)
+    assert {"split", "strategy", "seeds", "diverged", "mean_low", "mean_high", *COLUMNS} <= set(header)
     table = (out / "table1.md").read_text()
     assert table.splitlines()[0] == "| " + " | ".join(["split", "strategy", *COLUMNS]) + " |"
-    assert len([line for line in table.splitlines() if line.startswith("| novel_")]) == 8
+    assert len([line for line in table.splitlines() if line.startswith("| novel_")]) == 2 * (len(STRATEGIES) + 1)
+    trivial = {r["split"]: r for r in rows if r["strategy"] == TRIVIAL}
+    baseline = {r["split"]: r for r in rows if r["strategy"] == "baseline"}
+    assert all(baseline[s]["mean"] < trivial[s]["mean"] for s in trivial)  # the baseline learned something
 
 
-def test_table_numbers_equal_a_recomputation_from_the_per_image_predictions(reproduction):
-    _, out, rows = reproduction
+def test_every_cell_and_interval_is_recomputed_from_the_per_image_csvs(reproduction):
+    config, out, rows = reproduction
     for row in rows:
-        path = out / "per_image" / f"{row['strategy']}-seed3.csv"
+        name = TRIVIAL if row["strategy"] == TRIVIAL else f"{row['strategy']}-seed3"
+        records = read_records(out / "per_image" / f"{name}.csv", row["split"])
         if row["diverged"]:
-            assert not path.exists()
             continue
-        with open(path) as stream:
-            records = [r for r in csv.DictReader(stream) if r["split"] == row["split"] and r["method"] == "argmax"]
-        errors = np.array([[float(r[f"error_px_{name}"]) for name in LANDMARK_NAMES] for r in records])
-        assert row["mean"] == pytest.approx(np.sqrt(np.nanmean(errors**2)), rel=1e-9)
-        assert row["L1"] == pytest.approx(np.sqrt(np.nanmean(errors[:, 0] ** 2)), rel=1e-9)
-        assert row["L8"] == pytest.approx(np.sqrt(np.nanmean(errors[:, 7] ** 2)), rel=1e-9)
+        errors = errors_of(records)
+        per_landmark = np.sqrt(np.nanmean(errors**2, axis=0))
+        assert row["mean"] == pytest.approx(np.mean(per_landmark), rel=1e-9)  # the paper's mean
+        assert row["pooled"] == pytest.approx(np.sqrt(np.nanmean(errors**2)), rel=1e-9)
+        assert row["L1"] == pytest.approx(per_landmark[0], rel=1e-9)
+        assert row["L8"] == pytest.approx(per_landmark[7], rel=1e-9)
         mtre = np.array([float(r["mtre_mm"]) for r in records])
         assert row["mtre_mm"] == pytest.approx(np.nanmedian(mtre), rel=1e-9)
         assert row["success"] == pytest.approx(np.mean(np.nan_to_num(mtre, nan=np.inf) < 10.0))
+        subjects = np.array([r["subject_id"] for r in records])
+        interval = statistics.paper_mean_interval(
+            errors[None], subjects, config.report.bootstrap_resamples, config.seed
+        )
+        assert (row["mean_low"], row["mean_high"]) == pytest.approx(interval, rel=1e-9)
+    comparisons = json.loads((out / "comparison.json").read_text())["comparisons"]
+    finetune = next(c for c in comparisons if (c["split"], c["a"], c["b"]) == ("novel_view", "finetune", "baseline"))
+    a = read_records(out / "per_image" / "finetune-seed3.csv", "novel_view")
+    b = read_records(out / "per_image" / "baseline-seed3.csv", "novel_view")
+    assert [(r["subject_id"], r["view_id"]) for r in a] == [(r["subject_id"], r["view_id"]) for r in b]
+    subjects = np.array([r["subject_id"] for r in a])
+    again = statistics.compare(
+        errors_of(a)[None], errors_of(b)[None], subjects, config.report.bootstrap_resamples, config.seed, True
+    )
+    assert (finetune["difference"], finetune["low"], finetune["high"]) == pytest.approx(
+        (again.difference, again.low, again.high), rel=1e-9
+    )
+
+
+def test_the_comparison_report_has_the_papers_table_and_verdicts(reproduction):
+    _, out, _ = reproduction
+    text = (out / "comparison.md").read_text()
+    assert "| novel_view | baseline | paper | 8.58 |" in text
+    claims = json.loads((out / "comparison.json").read_text())["claims"]
+    assert {c["verdict"] for c in claims} <= {"holds", "does not hold", "inconclusive", "DIV"}
+    assert any(c["claim"] == "fine-tune beats the baseline on novel_view" for c in claims)
 
 
 def test_everything_sits_under_one_parent_run(reproduction):
@@ -67,6 +110,8 @@ def test_everything_sits_under_one_parent_run(reproduction):
     assert {
         "table1/table1.md",
         "table1/table1.csv",
+        "table1/comparison.md",
+        "table1/comparison.json",
         "table1/per_landmark_rmse.png",
         "table1/error_cdf.png",
         "table1/examples.png",
@@ -74,3 +119,5 @@ def test_everything_sits_under_one_parent_run(reproduction):
     } <= logged
     finetune = next(c for c in children if c.data.tags["study.strategy"] == "finetune")
     assert "novel_subject_rmse_px" in finetune.data.metrics and "novel_view_soft_rmse_px" in finetune.data.metrics
+    assert "novel_view_finetune_vs_baseline_difference" in parent.data.metrics
+    assert any(key.startswith("study.claim.") for key in parent.data.tags)

@@ -53,7 +53,7 @@ def test_best_checkpoint_reloads_to_the_same_predictions(train_study, baseline):
     val = rows_of(data, "val")
     model = load_trained_model(baseline.best_checkpoint)
     assert model.decoding.temperature == config.train.loss.temperature
-    predictions = training.predict(model.network, val, config.data.render_camera(), model.decoding.temperature)
+    predictions = training.predict(model.network, val, config.data.render_camera(), model.decoding)
     recomputed = training.validation_metrics(predictions, val)
     assert recomputed["rmse_px"] == pytest.approx(baseline.best_metrics["val_rmse_px"], abs=1e-9)
     assert recomputed["rmse_soft_px"] == pytest.approx(baseline.best_metrics["val_rmse_soft_px"], abs=1e-5)
@@ -70,9 +70,9 @@ def test_the_run_is_in_mlflow(train_study, baseline):
     history = client.get_metric_history(baseline.run_id, "val_rmse_px")
     assert sorted(m.step for m in history) == list(range(20))
     assert min(m.value for m in history) == pytest.approx(baseline.best_metrics["val_rmse_px"])
-    artifacts = {a.path for a in client.list_artifacts(baseline.run_id, "best_checkpoint")}
+    artifacts = {a.path for a in client.list_artifacts(baseline.run_id, "checkpoint")}
     plots = {a.path for a in client.list_artifacts(baseline.run_id, "plots")}
-    assert artifacts == {"best_checkpoint/checkpoint.pt"} and plots == {"plots/val_overlays.png"}
+    assert artifacts == {"checkpoint/checkpoint.pt"} and plots == {"plots/val_overlays.png"}
 
 
 def test_a_finished_run_of_the_same_name_is_returned_as_it_is(train_study, baseline):
