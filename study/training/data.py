@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from components import training
 from components.dataset import DatasetError, DRRRows, read_split
@@ -69,15 +68,11 @@ def adopt_splits(shared: dict) -> None:
 
 
 def row_positions(data_dir: str | Path, split: str) -> dict[tuple[str, int], int]:
-    """(subject id, view id) -> the row's position in ``split``, in ``read_split``'s order (the manifest's shards)."""
-    folder = Path(data_dir)
-    shards = [shard["path"] for shard in read_manifest(folder)["shards"] if shard["split"] == split]
-    keys = []
-    for path in shards:
-        ids = pq.read_table(folder / path, columns=["subject_id", "view_id"])
-        keys += zip(ids.column("subject_id").to_pylist(), ids.column("view_id").to_pylist())
+    """(subject id, view id) -> the row's position in ``split``, in ``split_rows``' order (the manifest's shards)."""
+    rows = split_rows(data_dir, split)
+    keys = list(zip(rows.subject_id.tolist(), rows.view_id.tolist()))
     if len(set(keys)) != len(keys):
-        raise DatasetError(f"{folder}: split '{split}' has two rows of the same subject and view")
+        raise DatasetError(f"{data_dir}: split '{split}' has two rows of the same subject and view")
     return {key: position for position, key in enumerate(keys)}
 
 
