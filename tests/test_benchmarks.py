@@ -71,5 +71,5 @@ def test_the_gpu_benchmark_runs_every_part_at_tiny_sizes(tmp_path):
     assert results["epochs"]["status"] == "finished" and len(results["epochs"]["epoch_s"]) == 2
     one, eight = results["study"]
     assert (one["gpus"], eight["gpus"]) == (1, 8) and 0 < eight["total_h"] < one["total_h"]
-    assert one["drrs"] == 80 * 120 + 5 * 40 + 10 * 100 and one["runs"] == 18
-    assert "paper-scale study (10800 DRRs, 18 runs) on 8 GPU(s): about" in completed.stdout
+    assert one["drrs"] == 80 * (80 + 20) + 5 * 40 + 10 * 100 and one["runs"] == 18  # 80 + 20 views per training CT
+    assert "paper-scale study (9200 DRRs, 18 runs) on 8 GPU(s): about" in completed.stdout
