@@ -21,8 +21,6 @@ from components.geometry import Camera
 from components.heatmaps import Decoding
 
 COLUMNS = ("image", "landmarks_2d", "visible", "landmarks_3d", "pose")
-# A row's position in its split as ``dataset.read_split`` orders it: what rows streamed by Ray Data are sorted by.
-ROW_INDEX = "row_index"
 # What a run may select its best checkpoint by (and a sweep minimise): ``val_`` + a ``validation_metrics`` key.
 SELECTION_METRICS = ("val_rmse_px", "val_rmse_soft_px", "val_mtre_mm")
 
@@ -30,38 +28,6 @@ SELECTION_METRICS = ("val_rmse_px", "val_rmse_soft_px", "val_mtre_mm")
 def columns_of(rows) -> dict[str, np.ndarray]:
     """The training columns (``COLUMNS``) of a ``dataset.DRRRows``."""
     return {name: getattr(rows, name) for name in COLUMNS}
-
-
-def collect_rows(batches, order: str | None = None) -> dict[str, np.ndarray]:
-    """Concatenate numpy batches (e.g. from Ray Data or ``DRRRows``) into one dict of the training columns.
-
-    ``order`` names a column of each row's position in its split (``ROW_INDEX``): the rows come sorted by
-    it, so the result does not depend on the order the batches arrive in (Ray Data streams blocks in
-    whatever order its tasks finish), and the position's column is not returned. Without ``order`` the
-    rows stay in the batches' order. ``visible`` may arrive as an object array of lists (Arrow
-    fixed-size lists); it becomes (B, 8) bool.
-    """
-    names = COLUMNS + ((order,) if order else ())
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for batch in batches:
-        missing = [name for name in names if name not in batch]
-        if missing:
-            raise ValueError(f"rows lack the column(s) {missing}; expected {list(names)}")
-        for name in names:
-            column = batch[name]
-            if name == "visible":
-                column = np.array([np.asarray(v, dtype=bool) for v in column], dtype=bool).reshape(len(column), -1)
-            parts[name].append(np.asarray(column))
-    if not parts["image"]:
-        raise ValueError("no rows to train on: the data set split is empty")
-    rows = {name: np.concatenate(values) for name, values in parts.items()}
-    if order:
-        positions = rows.pop(order)
-        if len(np.unique(positions)) != len(positions):
-            raise ValueError(f"rows share a position ('{order}'): the same row arrived twice")
-        sorting = np.argsort(positions, kind="stable")
-        rows = {name: values[sorting] for name, values in rows.items()}
-    return rows
 
 
 def row_count(rows: dict[str, np.ndarray]) -> int:

@@ -87,6 +87,19 @@ def interval(value: float, low: float, high: float, digits: int = 2) -> str:
     return f"{value:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
+NOT_TESTABLE = "not testable"  # a claim's verdict when a strategy it needs learned in no seed
+
+
+def div_evidence(outcomes: list[Outcome], *strategies: str) -> str:
+    """Why a claim cannot be tested: e.g. ``composite DIV in 3/3 seeds``."""
+    notes = []
+    for strategy in strategies:
+        runs = [o for o in outcomes if o.strategy == strategy]
+        if runs and not learned(outcomes, strategy):
+            notes.append(f"{strategy} DIV in {len(runs)}/{len(runs)} seeds")
+    return "; ".join(notes)
+
+
 def found(comparisons: list[dict], a: str, b: str, split: str) -> dict | None:
     return next((c for c in comparisons if (c["a"], c["b"], c["split"]) == (a, b, split)), None)
 
@@ -97,12 +110,14 @@ def claims(outcomes: list[Outcome], comparisons: list[dict], config: StudyConfig
     for split in TEST_SPLITS:
         c = found(comparisons, "finetune", "baseline", split)
         if c is not None:
-            verdict = DIVERGED if c["div"] else statistics.difference_verdict(statistics.Comparison(**pick(c)), "lower")
+            verdict = (
+                NOT_TESTABLE if c["div"] else statistics.difference_verdict(statistics.Comparison(**pick(c)), "lower")
+            )
             rows.append(
                 {
                     "claim": f"fine-tune beats the baseline on {split}",
                     "paper": f"{paper.PRINTED_MEANS[split]['finetune']} vs {paper.PRINTED_MEANS[split]['baseline']} px",
-                    "ours": ""
+                    "ours": div_evidence(outcomes, "finetune", "baseline")
                     if c["div"]
                     else f"finetune - baseline {interval(c['difference'], c['low'], c['high'])} px",
                     "verdict": verdict,
@@ -112,13 +127,17 @@ def claims(outcomes: list[Outcome], comparisons: list[dict], config: StudyConfig
         c = found(comparisons, "composite", "baseline", split)
         if c is not None:
             low, high = COMPOSITE_RATIO
-            verdict = DIVERGED if c["div"] else statistics.ratio_verdict(statistics.Comparison(**pick(c)), low, high)
+            verdict = (
+                NOT_TESTABLE if c["div"] else statistics.ratio_verdict(statistics.Comparison(**pick(c)), low, high)
+            )
             printed = paper.PRINTED_MEANS[split]
             rows.append(
                 {
                     "claim": f"composite is about {low}-{high}x the baseline's error on {split}",
                     "paper": f"{printed['composite'] / printed['baseline']:.2f}x",
-                    "ours": "" if c["div"] else f"{c['ratio']:.2f}x [{c['ratio_low']:.2f}, {c['ratio_high']:.2f}]",
+                    "ours": div_evidence(outcomes, "composite", "baseline")
+                    if c["div"]
+                    else f"{c['ratio']:.2f}x [{c['ratio_low']:.2f}, {c['ratio_high']:.2f}]",
                     "verdict": verdict,
                 }
             )
@@ -143,8 +162,10 @@ def claims(outcomes: list[Outcome], comparisons: list[dict], config: StudyConfig
             {
                 "claim": f"{strategy}: novel subjects are easier than novel views",
                 "paper": f"{printed['novel_subject'][strategy]} vs {printed['novel_view'][strategy]} px",
-                "ours": "" if c is None else f"novel_subject - novel_view {interval(c.difference, c.low, c.high)} px",
-                "verdict": DIVERGED if c is None else statistics.difference_verdict(c, "lower"),
+                "ours": div_evidence(outcomes, strategy)
+                if c is None
+                else f"novel_subject - novel_view {interval(c.difference, c.low, c.high)} px",
+                "verdict": NOT_TESTABLE if c is None else statistics.difference_verdict(c, "lower"),
             }
         )
     controls = [name for name in dict.fromkeys(o.strategy for o in outcomes) if name.startswith("finetune_")]
@@ -153,12 +174,14 @@ def claims(outcomes: list[Outcome], comparisons: list[dict], config: StudyConfig
             c = found(comparisons, "finetune", control, split)
             if c is None:
                 continue
-            verdict = DIVERGED if c["div"] else statistics.difference_verdict(statistics.Comparison(**pick(c)), "lower")
+            verdict = (
+                NOT_TESTABLE if c["div"] else statistics.difference_verdict(statistics.Comparison(**pick(c)), "lower")
+            )
             rows.append(
                 {
                     "claim": f"(ours, a control) fine-tune beats {control} on {split}",
                     "paper": "not tested",
-                    "ours": ""
+                    "ours": div_evidence(outcomes, "finetune", control)
                     if c["div"]
                     else f"finetune - {control} {interval(c['difference'], c['low'], c['high'])} px",
                     "verdict": verdict,

@@ -15,8 +15,8 @@ How a run is put together:
 - the driver (``train``) claims the run folder, resolves the start and opens the MLflow run;
 - in process, one ``LocalWorker`` takes the rows from ``study.training.data`` (read once per
   process) and keeps its checkpoints in the run folder;
-- on Ray Train, a ``TorchTrainer`` gets the ``train`` and ``val`` splits as Ray Datasets (read
-  once per process); every worker holds all the rows and trains on its share of every batch; Ray
+- on Ray Train, the driver puts the ``train`` and ``val`` splits into Ray's object store once (read
+  once per process); every worker takes all the rows from there and trains on its share of every batch; Ray
   keeps the latest and the best checkpoint by ``train.selection_metric``; a worker that dies
   restarts from the latest one (``train.max_failures``);
 - every epoch, ``EpochLogger`` says a line and logs the metrics to MLflow;
@@ -40,7 +40,7 @@ from study.runtime import ensure_ray, ray_is_running
 from study.tracking import Tracker
 from study.training import faults
 from study.training.callbacks import EpochLogger, TuneReportExceptLast, is_final, ray_train_callback
-from study.training.data import ray_datasets
+from study.training.data import share_splits
 from study.training.loop import train_loop
 from study.training.run_folder import (
     BEST_CHECKPOINT,
@@ -205,17 +205,18 @@ def train_on_ray(
     report_to_tune: bool,
 ) -> TrainResult:
     """A ``TorchTrainer`` run: DDP over ``train.workers`` workers, checkpoints in Ray's run folder."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from study.training.ray_worker import ray_train_loop
+    from study.training.ray_worker import ray_train_loop_with
 
     ensure_ray()
-    datasets = ray_datasets(data_dir)
+    splits = ray.put(share_splits(data_dir))  # once into the object store; every worker takes all of each split
     metric = config.train.selection_metric
     callbacks = [ray_train_callback(logger)] + ([TuneReportExceptLast()] if report_to_tune else [])
     trainer = TorchTrainer(
-        ray_train_loop,
+        ray_train_loop_with(splits),
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=config.train.workers,
@@ -232,8 +233,6 @@ def train_on_ray(
             callbacks=callbacks,
             logging_config=LoggingConfig(log_level="WARNING"),  # EpochLogger says each epoch instead
         ),
-        datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=[]),  # every worker takes its share of each batch
     )
     shown = console.last_relayed()
     result = summarise(trainer.fit(), name, loop_config["strategy"], metric)

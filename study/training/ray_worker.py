@@ -1,24 +1,26 @@
 """The training loop on a Ray Train worker (DDP): ``ray_train_loop`` is the ``TorchTrainer``'s entry point.
 
 ``RayTrainWorker`` gives the loop (``study.training.loop.train_loop``) its rank, rows, resumed
-state and a place to report to: every split streamed once from the Ray Dataset the trainer gave
-every worker (each trains on its share of every batch), checkpoints handed to Ray Train (which
-keeps the latest and the best in the run folder). Its twin in this process is
-``study.training.workers.LocalWorker``. Only the Ray Train launcher imports this module.
+state and a place to report to: all of every split, as the driver read it and put it into Ray's
+object store once (``study.training.data.share_splits``; each worker trains on its share of every
+batch), checkpoints handed to Ray Train (which keeps the latest and the best in the run folder).
+Its twin in this process is ``study.training.workers.LocalWorker``. Only the Ray Train launcher
+imports this module.
 """
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
 import torch
 
-from components import training
 from components.model import load_checkpoint
 from study.training.loop import train_loop
 
-__all__ = ["ray_train_loop"]
+__all__ = ["ray_train_loop_with"]
 
 
 def quiet_report_logs() -> None:
@@ -32,17 +34,16 @@ def quiet_report_logs() -> None:
 class RayTrainWorker:
     """A Ray Train worker's rank, rows, resumed state and reports."""
 
-    def __init__(self):
+    def __init__(self, splits: dict[str, dict[str, np.ndarray]]):
+        self.splits = splits
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
         self.scratch = None  # the system's temporary folder: Ray Train copies the checkpoint into its storage
 
     def rows(self, split: str) -> dict[str, np.ndarray]:
-        """All of ``split``, in the data set's row order (``training.ROW_INDEX``), not the order Ray Data streamed."""
-        shard = ray.train.get_dataset_shard(split)
-        batches = shard.iter_batches(batch_size=256, batch_format="numpy")
-        return training.collect_rows(batches, order=training.ROW_INDEX)
+        """All of ``split``, in the order the driver read it (writable copies of the object store's arrays)."""
+        return {name: np.array(column) for name, column in self.splits[split].items()}
 
     def resumed_state(self) -> dict:
         checkpoint = ray.train.get_checkpoint()
@@ -58,7 +59,13 @@ class RayTrainWorker:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
 
 
-def ray_train_loop(loop_config: dict) -> dict:
-    """The entry point of a Ray Train worker."""
-    quiet_report_logs()
-    return train_loop(loop_config, RayTrainWorker())
+def ray_train_loop_with(splits: ray.ObjectRef) -> Callable[[dict], dict]:
+    """The entry point of a Ray Train worker, on the splits ``share_splits`` gave (an object ref: each worker
+    fetches them from the object store, once)."""
+
+    def ray_train_loop(loop_config: dict) -> dict:
+        quiet_report_logs()
+        shared = ray.get(splits)
+        return train_loop(loop_config, RayTrainWorker(shared["splits"]))
+
+    return ray_train_loop

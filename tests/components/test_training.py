@@ -22,22 +22,6 @@ def make_rows(count=6, size=32, seed=0):
     }
 
 
-def test_collect_rows_stacks_batches_and_lists_of_visibility():
-    rows = make_rows(4)
-    halves = [{k: v[:2] for k, v in rows.items()}, {k: v[2:] for k, v in rows.items()}]
-    halves[1]["visible"] = np.array([list(v) for v in halves[1]["visible"]], dtype=object)
-    collected = training.collect_rows(halves)
-    assert collected["visible"].dtype == bool and collected["visible"].shape == (4, 8)
-    assert np.array_equal(collected["image"], rows["image"])
-
-
-def test_collect_rows_errors():
-    with pytest.raises(ValueError, match="lack the column"):
-        training.collect_rows([{"image": np.zeros((1, 2, 2))}])
-    with pytest.raises(ValueError, match="split is empty"):
-        training.collect_rows([])
-
-
 def test_make_batch_scales_images_and_keeps_dtypes():
     rows = make_rows(3)
     batch = training.make_batch(rows, np.array([2, 0]))

@@ -95,7 +95,7 @@ def test_the_comparison_report_has_the_papers_table_and_verdicts(reproduction):
     text = (out / "comparison.md").read_text()
     assert "| novel_view | baseline | paper | 8.58 |" in text
     claims = json.loads((out / "comparison.json").read_text())["claims"]
-    assert {c["verdict"] for c in claims} <= {"holds", "does not hold", "inconclusive", "DIV"}
+    assert {c["verdict"] for c in claims} <= {"holds", "does not hold", "inconclusive", "not testable"}
     assert any(c["claim"] == "fine-tune beats the baseline on novel_view" for c in claims)
 
 

@@ -148,6 +148,18 @@ def test_an_effect_of_one_subject_is_inconclusive(config):
     assert verdicts(outcomes, config)["fine-tune beats the baseline on novel_subject"] == "inconclusive"
 
 
+def test_a_claim_about_a_strategy_that_never_learned_is_not_testable_and_says_why(config):
+    outcomes = [
+        o if o.strategy != "composite" else Outcome(o.strategy, o.seed, o.records, "did not learn") for o in study(0.8)
+    ]
+    rows = {row["claim"]: row for row in claims(outcomes, compare_strategies(outcomes, config), config)}
+    ratio = rows["composite is about 2.1-2.4x the baseline's error on novel_view"]
+    assert (ratio["verdict"], ratio["ours"]) == ("not testable", "composite DIV in 3/3 seeds")
+    splits = rows["composite: novel subjects are easier than novel views"]
+    assert (splits["verdict"], splits["ours"]) == ("not testable", "composite DIV in 3/3 seeds")
+    assert rows["fine-tune beats the baseline on novel_view"]["verdict"] == "holds"  # the others are still tested
+
+
 def test_comparison_report_sets_the_papers_table_beside_ours(config):
     outcomes = study(0.8)
     rows = table_1(outcomes, records(3.0, 9), config)
