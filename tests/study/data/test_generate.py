@@ -119,6 +119,7 @@ def test_killed_run_resumes_to_the_same_data_set(tiny_config_path, tmp_path, ray
             "data.shard_size=1",
         ],
         cwd=REPO,
+        env=os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address},  # no Ray of its own to start
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -146,7 +146,7 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_trials(train_stud
     # one trial at a time, none stopped early: the sweep is killed while its second trial trains
     config = sweep_config(train_study, tmp_path, max_concurrent=1, grace_epochs=9)
     config_path = write(tmp_path, "config.yaml", yaml.safe_dump(config.model_dump(mode="json")))
-    space = write(tmp_path, "finetune.yaml", FINETUNE_SPACE.replace("low: 1, high: 2", "low: 8, high: 9"))
+    space = write(tmp_path, "finetune.yaml", FINETUNE_SPACE.replace("low: 1, high: 2", "low: 3, high: 4"))
     environment = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "study", "sweep", "--config", str(config_path), "--space", str(space)]
     command += ["--trials", "3", "--data", str(train_study[1]), "--name", "interrupted"]

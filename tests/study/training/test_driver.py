@@ -25,6 +25,17 @@ def baseline(train_study):
     return train(config, "baseline", data)
 
 
+@pytest.fixture(scope="module")
+def short_on_ray(train_study):
+    """Strategy ``short`` on 2 Ray Train DDP workers, uninterrupted: what the interrupted runs must end at."""
+    config, data = train_study
+    return train(config, "short", data, name="short-ddp", launcher="ray_train")
+
+
+def final_weights(result) -> str:
+    return weights_fingerprint(load_checkpoint(result.last_checkpoint)["model"])
+
+
 @pytest.fixture(autouse=True)
 def no_tracking_uri_from_the_environment(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -118,7 +129,8 @@ def last_value(config, run_id, key):
     return max(history, key=lambda m: (m.step, m.timestamp)).value
 
 
-def test_a_killed_worker_resumes_from_the_last_checkpoint(train_study, tmp_path, monkeypatch):
+def test_a_killed_worker_resumes_from_the_last_checkpoint(train_study, short_on_ray, tmp_path, monkeypatch):
+    """... and ends at the very weights of the same run uninterrupted (same config and seed, same numbers)."""
     config, data = train_study
     marker = tmp_path / "failed-once"
     monkeypatch.setattr(faults, "FAIL_ONCE", {"epoch": 2, "marker": str(marker)})
@@ -126,9 +138,10 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(train_study, tmp_path,
     assert marker.exists() and result.status == "finished" and result.epochs == 4
     # Ray registers reported checkpoints asynchronously: the latest registered one may be an epoch old
     assert last_value(config, result.run_id, "first_epoch") in (1, 2), "restarted from scratch, not from a checkpoint"
+    assert final_weights(result) == final_weights(short_on_ray)
 
 
-def test_a_failed_run_started_again_with_its_name_resumes(train_study, tmp_path, monkeypatch):
+def test_a_failed_run_started_again_with_its_name_resumes(train_study, short_on_ray, tmp_path, monkeypatch):
     config, data = train_study
     strict = config.model_copy(update={"train": config.train.model_copy(update={"max_failures": 0})})
     with monkeypatch.context() as patch:
@@ -143,6 +156,7 @@ def test_a_failed_run_started_again_with_its_name_resumes(train_study, tmp_path,
     assert sorted(
         {m.step for m in MlflowClient(config.tracking.uri).get_metric_history(result.run_id, "train_loss")}
     ) == [0, 1, 2, 3]
+    assert final_weights(result) == final_weights(short_on_ray)  # max_failures changes nothing that trains
 
 
 def test_unknown_strategy_and_missing_train_section(train_study):
@@ -163,11 +177,11 @@ def test_a_run_name_belongs_to_one_config(train_study, baseline):
         train(other, "baseline", data)
 
 
-def test_ddp_on_two_workers_trains_the_model_that_one_process_trains(train_study, baseline):
+def test_ddp_on_two_workers_trains_the_model_that_one_process_trains(train_study, short_on_ray):
     """The same batches on 2 DDP workers (4 images each, gradients averaged) and in one process (8 images):
     the same run up to batch-norm statistics, which DDP keeps per worker; another seed is far further away."""
     config, data = train_study
-    ddp = train(config, "short", data, name="short-ddp", launcher="ray_train")
+    ddp = short_on_ray
     alone = train(config, "short", data, name="short-process", launcher="process")
     reseeded = config.model_copy(update={"train": config.train.model_copy(update={"seed": 11})})
     other_seed = train(reseeded, "short", data, name="short-seed11", launcher="process")
