@@ -2,6 +2,7 @@
 benchmark's dry run."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -53,11 +54,12 @@ def test_the_result_file_has_the_shared_format(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_the_gpu_benchmark_runs_every_part_at_tiny_sizes(tmp_path):
+def test_the_gpu_benchmark_runs_every_part_at_tiny_sizes(tmp_path, ray_session):
     """``benchmarks/gpu.py --dry-run``: every part runs (on the CPU here) and the study estimate follows from it."""
     out = tmp_path / "gpu.json"
     command = [sys.executable, "benchmarks/gpu.py", "--dry-run", "--out", str(out)]
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=840)
+    environment = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}  # no Ray of its own
+    completed = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=840)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
     report = json.loads(out.read_text())
     results = report["results"]

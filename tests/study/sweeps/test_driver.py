@@ -146,10 +146,10 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_trials(train_stud
     # one trial at a time, none stopped early: the sweep is killed while its second trial trains
     config = sweep_config(train_study, tmp_path, max_concurrent=1, grace_epochs=9)
     config_path = write(tmp_path, "config.yaml", yaml.safe_dump(config.model_dump(mode="json")))
-    space = write(tmp_path, "finetune.yaml", FINETUNE_SPACE.replace("low: 1, high: 2", "low: 3, high: 4"))
+    space = write(tmp_path, "finetune.yaml", FINETUNE_SPACE.replace("low: 1, high: 2", "low: 2, high: 3"))
     environment = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "study", "sweep", "--config", str(config_path), "--space", str(space)]
-    command += ["--trials", "3", "--data", str(train_study[1]), "--name", "interrupted"]
+    command += ["--trials", "2", "--data", str(train_study[1]), "--name", "interrupted"]
     folder = Path(config.sweep.storage) / "interrupted"
     with open(tmp_path / "sweep.log", "w") as log:
         process = subprocess.Popen(
@@ -159,7 +159,7 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_trials(train_stud
             deadline = time.time() + INTERRUPT_WITHIN_S
             while not list((folder / "trials").glob("*/study_result.json")) and process.poll() is None:
                 assert time.time() < deadline, "no trial finished in time"
-                time.sleep(1)
+                time.sleep(0.2)
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
@@ -168,16 +168,14 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_trials(train_stud
         path.parent.name: path.stat().st_mtime for path in (folder / "trials").glob("*/study_result.json")
     }
     output = (tmp_path / "sweep.log").read_text()[-3000:]
-    assert finished_before and len(finished_before) < 3, (
-        f"the sweep should have been interrupted with 1-2 trials done:\n{output}"
-    )
+    assert len(finished_before) == 1, f"the sweep should have been interrupted with 1 trial done:\n{output}"
 
     result = resume(folder)
-    assert len(result.trials) == 3
+    assert len(result.trials) == 2
     for name, modified in finished_before.items():
         assert (folder / "trials" / name / "study_result.json").stat().st_mtime == modified  # not trained again
     client = MlflowClient(tracking_uri(config))
     for record in result.trials:
         assert len(runs_named(client, config, f"interrupted-{record.trial_id}")) == 1
-    assert len(children(client, read_plan(folder).parent_run_id)) == 3
-    assert json.loads((folder / PLAN_FILE).read_text())["trials"] == 3
+    assert len(children(client, read_plan(folder).parent_run_id)) == 2
+    assert json.loads((folder / PLAN_FILE).read_text())["trials"] == 2
