@@ -12,7 +12,7 @@ trials on it. Reading the Parquet shards again for each run costs seconds each t
 Every worker trains on its share of every batch, so each needs all of a split, in the order this
 process reads it: the object store gives each worker exactly the arrays the driver read (on any
 node, with no shared file system), in their order, where a Ray Dataset would stream rows in an
-order of its own and start its executor in every worker (about 10 s per run on 2 cores).
+order of its own and start its executor in every worker (about 5 s per run on 2 cores).
 """
 
 from pathlib import Path

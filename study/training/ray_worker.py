@@ -1,4 +1,4 @@
-"""The training loop on a Ray Train worker (DDP): ``ray_train_loop`` is the ``TorchTrainer``'s entry point.
+"""The training loop on a Ray Train worker (DDP): ``ray_train_loop_with(splits)`` is its entry point.
 
 ``RayTrainWorker`` gives the loop (``study.training.loop.train_loop``) its rank, rows, resumed
 state and a place to report to: all of every split, as the driver read it and put it into Ray's
