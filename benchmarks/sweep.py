@@ -28,9 +28,12 @@ SPACE = """
 strategy: {strategy}
 fixed: {{train.strategies.{strategy}.phases.{phase}.losses: {{bce: 1.0, pose: 0.01}}}}
 parameters:
-  train.strategies.{strategy}.phases.{phase}.losses.pose: {{distribution: loguniform, low: 1.0e-4, high: 1.0}}
-  train.strategies.{strategy}.phases.{phase}.learning_rate: {{distribution: loguniform, low: 1.0e-5, high: 1.0e-3}}
-  train.strategies.{strategy}.phases.{phase}.epochs: {{distribution: int, low: 1, high: 3}}
+  pose_weight:
+    {{path: train.strategies.{strategy}.phases.{phase}.losses.pose, distribution: loguniform, low: 1.0e-4, high: 1.0}}
+  lr:
+    {{path: train.strategies.{strategy}.phases.{phase}.learning_rate,
+      distribution: loguniform, low: 1.0e-5, high: 1.0e-3}}
+  epochs: {{path: train.strategies.{strategy}.phases.{phase}.epochs, distribution: int, low: 1, high: 3}}
 """
 
 

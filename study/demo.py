@@ -20,7 +20,8 @@ from study.data.preview import write_preview
 from study.evaluation.reproduce import default_report_folder, reproduce
 from study.sweeps.driver import default_sweep_name, resume, sweep
 from study.sweeps.plan import PLAN_FILE, sweep_folder
-from study.tracking import Tracker
+from study.tracking.links import experiment_url, ui_command
+from study.tracking.runs import Tracker
 
 __all__ = ["run_demo"]
 
@@ -49,19 +50,18 @@ def run_demo(config: StudyConfig, data_dir: Path, trials: int) -> None:
     folder = sweep_folder(config, name)
     result = resume(folder) if (folder / PLAN_FILE).is_file() else sweep(config, SPACE, trials, data_dir, name)
     stage(4, "where to look")
-    uri = Tracker.for_uri(config).uri
+    tracker = Tracker(config)
     report = default_report_folder(config)
-    experiment = config.tracking.experiment or config.name
     console.say(f"  Table 1 and plots:   {report}/ (table1.md, per_landmark_rmse.png, error_cdf.png, examples.png)")
     console.say(f"  paper vs ours:       {report}/comparison.md (the paper's Table 1 beside ours, claims, verdicts)")
     console.say(
         f"  the sweep:           {result.folder}/report/ (trials.csv, optimization_history.png, best_config.yaml)"
     )
-    console.say(f"  registered model:    {result.registered}")
+    console.say(f"  registered model:    {result.registered} (alias 'champion')")
     console.say(f"  logs:                {report}/{console.LOG_NAME} (Ray, MLflow and torch messages)")
+    console.say(f"  MLflow UI:           {ui_command(tracker.uri) or tracker.uri}")
+    console.say(f"  the runs:            {experiment_url(tracker.uri, tracker.experiment_id)}")
     console.say(
-        f"  MLflow:              mlflow ui --backend-store-uri {uri} --port 5000   (then http://127.0.0.1:5000,"
-    )
-    console.say(
-        f"                       experiment '{experiment}': '{config.name}-reproduce' and '{name}' are parent runs)"
+        f"                       ('{config.name}-reproduce' and '{name}' are parent runs: expand one, tick its "
+        "children, press Compare)"
     )

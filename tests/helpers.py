@@ -3,13 +3,21 @@
 Test modules import these from here, never from each other.
 """
 
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from mlflow.tracking import MlflowClient
 
 from study.config import StudyConfig
-from study.tracking import RUN_NAME_TAG
+from study.tracking.runs import RUN_NAME_TAG
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +77,20 @@ report: {bootstrap_resamples: 50, examples: 2}
 """
 
 
+# the strategies of the session's miniature reproduction (tests/study/conftest.py)
+REPRODUCED_STRATEGIES = ["baseline", "composite", "pose_only", "finetune", "finetune_bce"]
+
+# the session's miniature fine-tune sweep (tests/study/conftest.py)
+FINETUNE_SPACE = """
+strategy: finetune
+metric: val_rmse_soft_px
+fixed: {train.strategies.finetune.phases.0.losses: {bce: 1.0, pose: 0.01}}
+parameters:
+  pose_weight: {path: train.strategies.finetune.phases.0.losses.pose, distribution: loguniform, low: 0.001, high: 0.1}
+  epochs: {path: train.strategies.finetune.phases.0.epochs, distribution: int, low: 1, high: 2}
+"""
+
+
 def write_dicom(path, pixels, monochrome1=False, slope=1.0, intercept=0.0):
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -117,3 +139,43 @@ def runs_named(client: MlflowClient, config: StudyConfig, name: str) -> list:
 def children(client: MlflowClient, parent_run_id: str) -> list:
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     return client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:  # it answers (e.g. 401 without the Ray token): it is up
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer in {seconds} s")
+
+
+@contextmanager
+def child_process_group(command: list[str], environment: dict, log: Path):
+    """Run ``command`` in its own process group; on exit end that group (SIGTERM, then SIGKILL)."""
+    with open(log, "w") as stream:
+        process = subprocess.Popen(
+            command, env=environment, start_new_session=True, stdout=stream, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()

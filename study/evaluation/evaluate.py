@@ -3,8 +3,8 @@
 The model is a checkpoint folder or an MLflow run id (``study.evaluation.models``). Writes
 ``per_image.csv`` (one row per image and method: landmark errors, predictions, pose errors),
 ``summary.json`` (per split and method) and plots into the output folder, and logs them with the
-metrics (``<split>_<metric>`` for argmax, the paper's, ``<split>_soft_<metric>`` for soft-argmax)
-to the MLflow run.
+metrics (``<split>_<metric>`` for argmax, the paper's, ``<split>_soft_<metric>`` for soft-argmax;
+``study.evaluation.measure``) to the MLflow run, against the split's dataset and the run's model.
 """
 
 from pathlib import Path
@@ -13,12 +13,12 @@ from components.dataset import TEST_SPLITS
 from study import console
 from study.config import StudyConfig
 from study.data.generate import default_out_dir
-from study.evaluation.measure import evaluate_checkpoint, metric_names
+from study.evaluation.measure import evaluate_checkpoint, log_evaluation
 from study.evaluation.models import resolve_model
 from study.evaluation.plots import error_cdf_plot, per_landmark_plot
 from study.figures import prediction_examples
 from study.files import write_csv, write_json
-from study.tracking import Tracker
+from study.tracking.runs import Tracker
 
 __all__ = ["default_evaluation_folder", "evaluate"]
 
@@ -59,8 +59,9 @@ def evaluate(
         )
     if run_id is not None:
         tracker = Tracker.for_uri(config)
-        tracker.log_metrics(run_id, metric_names(summaries), step=0)
+        log_evaluation(tracker, run_id, summaries, data_dir)
         for path in files:
             tracker.log_file(run_id, path, "evaluation")
+        console.say(f"evaluation: {tracker.link(run_id)}")
     console.say(f"evaluation: {out_dir}")
     return summaries

@@ -9,11 +9,14 @@ from pathlib import Path
 
 from components import evaluation, training
 from components.dataset import TEST_SPLITS
+from components.manifest import read_manifest
 from components.model import load_trained_model
 from study.config import StudyConfig
+from study.tracking.datasets import log_splits
+from study.tracking.runs import Tracker
 from study.training.data import split_columns, split_rows
 
-__all__ = ["evaluate_checkpoint", "metric_names"]
+__all__ = ["evaluate_checkpoint", "log_evaluation", "metric_names"]
 
 
 def evaluate_checkpoint(
@@ -43,11 +46,37 @@ def evaluate_checkpoint(
     return records, summaries
 
 
-def metric_names(summaries: dict) -> dict[str, float]:
-    """Flat MLflow metrics: ``<split>_<metric>`` (argmax) and ``<split>_soft_<metric>`` (soft-argmax)."""
-    flat = {}
+# What a split's MLflow metrics are: ``<split>_<name>`` from the argmax summary's ``<key>``, and the
+# soft-argmax's headline numbers as ``<split>_soft_<name>``. Everything else (per landmark, means) is in
+# the summary.json and per-image CSV artifacts.
+ARGMAX_METRICS = {
+    "rmse_px": "rmse_px",
+    "rmse_px_ci_low": "rmse_px_ci_low",
+    "rmse_px_ci_high": "rmse_px_ci_high",
+    "rmse_mm": "rmse_isocenter_mm",
+    "mtre_mm": "mtre_mm_median",
+    "success_rate": "success_rate",
+    "rotation_deg": "rotation_deg_median",
+    "translation_mm": "translation_mm_median",
+    "pose_failures": "pose_failures",
+}
+SOFT_METRICS = {"rmse_px": "rmse_px", "mtre_mm": "mtre_mm_median"}
+
+
+def metric_names(summaries: dict) -> dict[str, dict[str, float]]:
+    """The MLflow metrics of each split, ``{split: {"<split>_rmse_px": ..., "<split>_soft_rmse_px": ...}}``."""
+    metrics = {}
     for split, methods in summaries.items():
-        for method, summary in methods.items():
-            prefix = f"{split}_" if method == "argmax" else f"{split}_soft_"
-            flat |= {prefix + key: value for key, value in summary.items()}
-    return flat
+        argmax, soft = methods["argmax"], methods.get("soft_argmax", {})
+        metrics[split] = {f"{split}_{name}": argmax[key] for name, key in ARGMAX_METRICS.items() if key in argmax}
+        metrics[split] |= {f"{split}_soft_{name}": soft[key] for name, key in SOFT_METRICS.items() if key in soft}
+    return metrics
+
+
+def log_evaluation(tracker: Tracker, run_id: str, summaries: dict, data_dir: str | Path) -> None:
+    """Log the test splits as run ``run_id``'s datasets and each split's metrics against its dataset and the
+    run's logged model (tag ``study.model_id``), at step 0."""
+    model_id = tracker.client.get_run(run_id).data.tags.get("study.model_id")
+    datasets = log_splits(tracker.client, run_id, data_dir, read_manifest(Path(data_dir)), list(summaries))
+    for split, metrics in metric_names(summaries).items():
+        tracker.log_metrics(run_id, metrics, 0, datasets[split], model_id)

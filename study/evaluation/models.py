@@ -8,7 +8,7 @@ from pathlib import Path
 
 from components.model import load_checkpoint
 from study.config import ConfigError, StudyConfig
-from study.tracking import Tracker
+from study.tracking.runs import Tracker
 
 __all__ = ["resolve_model"]
 

@@ -12,6 +12,10 @@ anyone can recompute it:
 - ``comparison.md`` / ``.json``: the paper's Table 1 beside ours, the comparisons with their
   intervals and tests, and the paper's claims with verdicts (``study.evaluation.comparisons``).
 
+In MLflow, the parent run holds these files (``table1/``), the per-image CSVs (``per_image/``),
+Table 1 and the comparisons as tables (``log_table``) and the comparisons as metrics; each child
+logs its test metrics (``<split>_rmse_px``, ...) against the split's dataset and its model.
+
 ``plan`` lists the runs without training anything (``study reproduce --dry-run``).
 """
 
@@ -27,12 +31,13 @@ from study import console
 from study.config import ConfigError, StudyConfig
 from study.data.generate import default_out_dir, generate
 from study.evaluation.comparisons import claims, compare_strategies, comparison_markdown, comparisons_markdown
-from study.evaluation.measure import evaluate_checkpoint, metric_names
+from study.evaluation.measure import evaluate_checkpoint, log_evaluation
 from study.evaluation.plots import error_cdf_plot, per_landmark_plot, training_curves_plot
 from study.evaluation.table import TRIVIAL, Outcome, footnotes, markdown, table_1
 from study.figures import prediction_examples
 from study.files import read_csv, write_csv, write_json, write_text
-from study.tracking import Tracker
+from study.tracking.params import study_params
+from study.tracking.runs import Tracker
 from study.training.data import split_columns, split_rows
 from study.training.driver import train
 from study.training.run_folder import TrainResult
@@ -106,7 +111,18 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
     (out_dir / "per_image").mkdir(parents=True, exist_ok=True)
     generate(config, data_dir)
     tracker = Tracker(config)
-    parent = tracker.start_run(f"{config.name}-reproduce", config, {"study.kind": "reproduce"})
+    strategies, seeds = config.reported_strategies(), seeds_of(config)
+    params = study_params(config) | {"strategies": ",".join(strategies), "seeds": ",".join(map(str, seeds))}
+    params.pop("seed", None)  # the training seeds are the children's
+    description = (
+        f"Reproduction of the paper's Table 1: strategies {', '.join(strategies)} for training seeds "
+        f"{', '.join(map(str, seeds))} on data set {data_dir.name}, evaluated at the {config.train.checkpoint} "
+        "checkpoint on novel_view and novel_subject. Its children are the strategy runs. Artifacts: table1/ "
+        "(Table 1, the comparisons with intervals, the paper's claims with verdicts, plots), per_image/ (the records "
+        "everything is computed from) and the tables table1.json and comparisons.json."
+    )
+    parent = tracker.start_run(f"{config.name}-reproduce", config, params, {"study.kind": "reproduce"}, description)
+    console.say(f"reproduce: {tracker.link(parent)}")
     which = config.train.checkpoint
     trivial, trivial_val = trivial_records(config, data_dir)
     trivial = read_csv(write_csv(trivial, out_dir / "per_image" / f"{TRIVIAL}.csv"))
@@ -129,7 +145,7 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
         if checkpoint is not None:
             records, summary = evaluate_checkpoint(checkpoint, seeded, data_dir)
             records = read_csv(write_csv(records, out_dir / "per_image" / f"{strategy}-seed{seed}.csv"))
-            tracker.log_metrics(result.run_id, metric_names(summary), step=0)
+            log_evaluation(tracker, result.run_id, summary, data_dir)
             if div is None:
                 summaries.setdefault(strategy, summary)
                 checkpoints.setdefault(strategy, checkpoint)
@@ -161,9 +177,9 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
     files.append(training_curves_plot(histories, out_dir / "training_curves.png"))
     for path in files:
         tracker.log_file(parent, path, "table1")
-    for row in rows:
-        prefix = f"{row['split']}_{row['strategy']}_"
-        tracker.log_metrics(parent, {prefix + "rmse_px": row["mean"], prefix + "mtre_mm": row["mtre_mm"]}, step=0)
+    tracker.log_artifacts(parent, out_dir / "per_image", "per_image")
+    tracker.client.log_table(parent, data=table_frame(rows), artifact_file="table1.json")
+    tracker.client.log_table(parent, data=table_frame(comparisons), artifact_file="comparisons.json")
     for c in comparisons:
         prefix = f"{c['split']}_{c['a']}_vs_{c['b']}_"
         tracker.log_metrics(parent, {prefix + key: c[key] for key in ("difference", "low", "high", "p_value")}, step=0)
@@ -172,5 +188,13 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
     console.say(table)
     console.say(comparisons_markdown(comparisons))
     console.say("\n".join(f"{v['claim']}: {v['verdict']} ({v['ours']})" for v in verdicts))
-    console.say(f"reproduce: {out_dir} (table1.md, comparison.md, per_image/, plots); MLflow parent run {parent}")
+    console.say(f"reproduce: {out_dir} (table1.md, comparison.md, per_image/, plots)")
+    console.say(f"reproduce: {tracker.link(parent)}")
     return rows
+
+
+def table_frame(rows: list[dict]):
+    """Rows as a pandas DataFrame for ``log_table`` (lists, e.g. a per-seed column, as text)."""
+    import pandas as pd
+
+    return pd.DataFrame([{k: v if not isinstance(v, list | dict) else str(v) for k, v in r.items()} for r in rows])

@@ -28,7 +28,8 @@ from study.sweeps.plan import PLAN_FILE, SweepPlan, gpus_per_worker, read_plan, 
 from study.sweeps.results import SweepResult, finish
 from study.sweeps.space import SearchSpace, find_search_space, load_search_space
 from study.sweeps.trials import make_tuner, trainable
-from study.tracking import Tracker
+from study.tracking.params import study_params
+from study.tracking.runs import Tracker
 from study.training.driver import resolve_init, train
 
 __all__ = ["default_sweep_name", "resume", "sweep"]
@@ -87,7 +88,18 @@ def sweep(
     ensure_ray()
     tracker = Tracker(config)
     tags = {"study.kind": "sweep", "study.space": str(space_path), "study.trials": trials}
-    parent = tracker.start_run(name, config, tags)
+    strategies = ", ".join(search_space.strategies(config))
+    objective = search_space.objective(config)
+    params = study_params(config) | {"space": space_path.stem, "trials": str(trials), "swept": strategies}
+    params |= {"objective": objective} | {f"space.{n}": describe(p) for n, p in search_space.parameters.items()}
+    description = (
+        f"Sweep of {trials} trial(s) of '{strategies}' over {', '.join(search_space.parameters)} "
+        f"(search space {space_path.name}; Optuna TPE, ASHA early stopping), minimising {objective} on val. "
+        "Its children are the trials (parameters under the short names above); its artifacts hold the trial "
+        "table, the best config and Optuna's plots; the best trial's model is registered with the alias 'champion'."
+    )
+    parent = tracker.start_run(name, config, params, tags, description)
+    console.say(f"sweep {name}: {tracker.link(parent)}")
     tracker.log_file(parent, space_path, "sweep")
     starts = shared_starts(config, search_space, data_dir, init, tracker)
     tracker.set_tags(
@@ -109,11 +121,17 @@ def sweep(
         starts,
     )
     write_plan(plan, folder)
-    strategies = ", ".join(search_space.strategies(config))
     console.say(
         f"sweep {name}: {trials} trial(s) of '{strategies}' over {', '.join(search_space.parameters)}; folder {folder}"
     )
     return finish(plan, make_tuner(plan).fit())
+
+
+def describe(parameter) -> str:
+    """A tuned parameter's distribution in a few words: ``loguniform [0.0001, 1] (train.loss.temperature)``."""
+    if parameter.distribution == "categorical":
+        return f"categorical {parameter.choices}"
+    return f"{parameter.distribution} [{parameter.low:g}, {parameter.high:g}] ({parameter.path})"
 
 
 def resume(folder: str | Path) -> SweepResult:

@@ -1,13 +1,14 @@
 """After a sweep's trials: a record per trial, the report, the registered model, the test evaluation.
 
 The parent MLflow run gets the trial table, the best config and Optuna's plots (optimisation
-history, parameter importances, parallel coordinates); the best trial's U-Net is logged and
-registered in the MLflow model registry, and only then evaluated on the test splits.
+history, parameter importances, parallel coordinates; the parameters by their short names); the
+best trial's run is tagged ``study.best_trial``, its logged U-Net is registered in the MLflow model
+registry (with descriptions, and the alias ``champion``), and only then evaluated on the test
+splits. A trial ASHA stopped early ends FINISHED, tagged ``study.trial_status=stopped``.
 """
 
 import json
 import math
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from components.model import load_trained_model
 from study import console
 from study.evaluation.evaluate import evaluate
-from study.evaluation.measure import metric_names
+from study.evaluation.measure import log_evaluation
 from study.figures import save_figure
 from study.files import write_csv, write_json, write_text
 from study.sweeps.plan import SweepPlan, plan_folder, trial_config, trial_run_name
-from study.tracking import RUN_NAME_TAG, Tracker
+from study.tracking.models import CHAMPION, log_unet, register
+from study.tracking.runs import RUN_NAME_TAG, Tracker
 from study.training.run_folder import CHECKPOINT_FOLDERS
 
 __all__ = ["SweepResult", "TrialRecord", "finish"]
@@ -67,7 +68,7 @@ def trial_records(plan: SweepPlan, results, tracker: Tracker) -> list[TrialRecor
             status = "stopped"
         else:
             status = "finished"
-        params = {path: result.config.get(path) for path in space.parameters}
+        params = {name: result.config.get(name) for name in space.parameters}
         name = trial_run_name(plan, trial_id)
         runs = tracker.client.search_runs([tracker.experiment_id], f"tags.`{RUN_NAME_TAG}` = '{name}'")
         run_id = runs[0].info.run_id if runs else None
@@ -75,7 +76,7 @@ def trial_records(plan: SweepPlan, results, tracker: Tracker) -> list[TrialRecor
             tracker.set_tags(run_id, {"study.trial_status": status, "study.sweep": plan.name})
             if runs[0].info.status == "RUNNING":  # a trial Tune stopped early ends without closing its run
                 tracker.set_tags(run_id, {"study.status": "stopped"})
-                tracker.end_run(run_id, "KILLED")
+                tracker.end_run(run_id, "FINISHED")  # stopped by design, not crashed: the tag says so
         epochs = int(metrics.get("epoch", -1)) + 1
         objective = float(value) if value is not None else math.nan
         seconds = float(metrics.get("time_total_s", math.nan))
@@ -129,28 +130,31 @@ def optuna_plots(study, folder: Path) -> list[Path]:
 
 
 def register_model(plan: SweepPlan, best: TrialRecord, checkpoint: Path, tracker: Tracker) -> str:
-    """Log the best trial's U-Net as an MLflow model in its run and register it; returns ``name/version``."""
-    import mlflow
-    import mlflow.pytorch
-
+    """Register the best trial's logged U-Net (logged now if its run has none, e.g. a trial trained before an
+    upgrade) as the newest version, the ``champion``; returns ``name/version``."""
     config = plan.study_config()
     model_name = config.sweep.register_model or f"{config.name}-landmarks"
-    model = load_trained_model(checkpoint).network
-    size = config.data.image_size
-    example = np.zeros((1, 1, size, size), dtype=np.float32)
-    # log_model needs mlflow's global tracking URI, which it also exports as MLFLOW_TRACKING_URI: restore both after
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(tracker.uri)
-    try:
-        with mlflow.start_run(run_id=best.run_id):
-            info = mlflow.pytorch.log_model(
-                model, name="model", input_example=example, registered_model_name=model_name
-            )
-    finally:
-        mlflow.set_tracking_uri(previous)  # None unsets the environment variable again
-    version = info.registered_model_version
-    tracker.client.set_model_version_tag(model_name, str(version), "study.sweep", plan.name)
-    tracker.client.set_model_version_tag(model_name, str(version), "study.objective", f"{best.objective:.6g}")
+    run = tracker.client.get_run(best.run_id)
+    strategy = run.data.tags.get("study.strategy", "model")
+    model_id = run.data.tags.get("study.model_id") or log_unet(
+        tracker.uri, best.run_id, checkpoint, f"unet-{strategy}", config.data.image_size, {"strategy": strategy}
+    )
+    objective, size = plan.search_space().objective(config), config.data.image_size
+    values = ", ".join(
+        f"{name} = {value:.4g}" if isinstance(value, float) else f"{name} = {value}"
+        for name, value in best.params.items()
+    )
+    description = (
+        f"The landmark U-Net of study '{config.name}' (8 pelvic landmarks as heatmaps; input a 1 x {size} x {size} "
+        "DRR, output 8 heatmap logits). Each version is the best trial of a sweep; "
+        f"the alias '{CHAMPION}' marks the newest."
+    )
+    version_description = (
+        f"Best of sweep {plan.name} ({len(plan.search_space().parameters)} tuned parameter(s)): trial {best.trial_id},"
+        f" {values}; {objective} {best.objective:.4g} on val. Test metrics are logged to its run."
+    )
+    tags = {"study.sweep": plan.name, "study.objective": f"{best.objective:.6g}", "study.trial": best.trial_id}
+    version = register(tracker.client, model_name, model_id, best.run_id, description, version_description, tags)
     return f"{model_name}/{version}"
 
 
@@ -198,6 +202,8 @@ def finish(plan: SweepPlan, results) -> SweepResult:
         tracker.set_tags(
             plan.parent_run_id, {"study.best_trial": best.trial_id, "study.best_run_id": best.run_id or ""} | best_tags
         )
+        if best.run_id:
+            tracker.set_tags(best.run_id, {"study.best_trial": "true"})
         objective = plan.search_space().objective(config).removeprefix("best_")
         tracker.log_metrics(plan.parent_run_id, {f"best_{objective}": best.objective}, step=0)
         checkpoint = best_checkpoint(best, plan, tracker)
@@ -207,15 +213,15 @@ def finish(plan: SweepPlan, results) -> SweepResult:
             f"sweep: registered model {result.registered}; evaluating it on the test splits (never seen before)"
         )
         result.test = evaluate(str(checkpoint), best_config, plan.data_dir, out_dir=out / "test_evaluation")
-        tracker.log_metrics(plan.parent_run_id, metric_names(result.test), step=0)
-        if best.run_id:
-            tracker.log_metrics(best.run_id, metric_names(result.test), step=0)
+        for run_id in filter(None, (best.run_id, plan.parent_run_id)):
+            log_evaluation(tracker, run_id, result.test, plan.data_dir)
         files.append(write_json(result.test, out / "test_summary.json"))
     for path in files:
         tracker.log_file(plan.parent_run_id, path, "sweep")
     tracker.end_run(plan.parent_run_id, "FINISHED")
     console.say(trial_table(records))
-    console.say(f"sweep {plan.name}: {counts}; report {out}; MLflow parent run {plan.parent_run_id}")
+    console.say(f"sweep {plan.name}: {counts}; report {out}")
+    console.say(f"sweep {plan.name}: {tracker.link(plan.parent_run_id)}")
     return result
 
 

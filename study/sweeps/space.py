@@ -1,25 +1,29 @@
-"""Search spaces of ``study sweep``: YAML files that map study-config paths to distributions.
+"""Search spaces of ``study sweep``: YAML files that name the tuned parameters and their distributions.
 
 A search space (a YAML file; three ship in ``study/search_spaces/`` and are named without the path
 and suffix: ``finetune``, ``composite``, ``strategy``)::
 
     strategy: finetune                  # the strategy every trial trains (default: finetune)
     metric: val_rmse_soft_px            # what the sweep minimises on val (default: train.selection_metric)
-    fixed:                              # optional: set in every trial's config before sampling
+    fixed:                              # optional: config paths set in every trial's config before sampling
       train.strategies.finetune.phases.0.losses: {bce: 1.0, pose: 0.01}
-    parameters:                         # a config path -> a distribution
-      train.strategies.finetune.phases.0.losses.pose: {distribution: loguniform, low: 0.001, high: 1.0}
-      train.loss.temperature: {distribution: uniform, low: 0.2, high: 2.0}
-      train.strategies.finetune.phases.0.epochs: {distribution: int, low: 1, high: 4}
+    parameters:                         # a short name -> the config path it sets and its distribution
+      pose_weight: {path: train.strategies.finetune.phases.0.losses.pose,
+                    distribution: loguniform, low: 0.001, high: 1.0}
+      temperature: {path: train.loss.temperature, distribution: uniform, low: 0.2, high: 2.0}
+      ft_epochs: {path: train.strategies.finetune.phases.0.epochs, distribution: int, low: 1, high: 4}
       strategy: {distribution: categorical, choices: [baseline, finetune]}
 
-A path is dotted, with list positions as numbers (``phases.0``); it must exist in the config, and
-its current value fixes the type a distribution must produce. The parameter ``strategy`` picks the
-trained strategy itself. Everything is checked up front, against the config the sweep will run,
-with errors that name the file and the parameter.
+The short names are what Optuna, Ray Tune, the trial table and MLflow call the parameters (a
+trial's run logs ``pose_weight``, not the config path). A path is dotted, with list positions as
+numbers (``phases.0``); it must exist in the config, and its current value fixes the type a
+distribution must produce. The parameter ``strategy`` (no path) picks the trained strategy
+itself. Everything is checked up front, against the config the sweep will run, with errors that
+name the file and the parameter.
 """
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,17 +32,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from components.training import SELECTION_METRICS
 from study.config import SPACES_DIR, ConfigError, StudyConfig, find_yaml, problems, read_yaml_mapping
 
-__all__ = ["STRATEGY", "SearchSpace", "find_search_space", "load_search_space"]
+__all__ = ["STRATEGY", "Parameter", "SearchSpace", "find_search_space", "load_search_space"]
 
 STRATEGY = "strategy"
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class Distribution(BaseModel):
-    """One parameter's distribution: ``loguniform``/``uniform`` (float in [low, high]), ``int``
-    (integer in [low, high], with ``step``) or ``categorical`` (one of ``choices``)."""
+class Parameter(BaseModel):
+    """One tuned parameter: the config ``path`` it sets (none for ``strategy``) and its distribution,
+    ``loguniform``/``uniform`` (float in [low, high]), ``int`` (integer in [low, high], with ``step``)
+    or ``categorical`` (one of ``choices``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    path: str | None = None
     distribution: Literal["loguniform", "uniform", "int", "categorical"]
     low: float | None = None
     high: float | None = None
@@ -90,18 +97,33 @@ class SearchSpace(BaseModel):
     strategy: str = "finetune"
     metric: Literal[SELECTION_METRICS] | None = None
     fixed: dict[str, Any] = {}
-    parameters: dict[str, Distribution] = Field(min_length=1)
+    parameters: dict[str, Parameter] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def strategy_is_categorical(self):
-        chosen = self.parameters.get(STRATEGY)
-        if chosen is not None and chosen.distribution != "categorical":
-            raise ValueError("parameter 'strategy' must be categorical (a list of strategy names)")
+    def names_and_paths_are_sound(self):
+        for name, parameter in self.parameters.items():
+            if not NAME.fullmatch(name):
+                raise ValueError(f"parameter name {name!r}: expected a short identifier such as 'pose_weight'")
+            if name == STRATEGY:
+                if parameter.distribution != "categorical" or parameter.path is not None:
+                    raise ValueError(
+                        "parameter 'strategy' must be categorical (a list of strategy names), without a path"
+                    )
+            elif parameter.path is None:
+                raise ValueError(f"parameter '{name}' needs a 'path' (the config setting it tunes)")
+        paths = [p.path for p in self.parameters.values() if p.path is not None]
+        twice = sorted({path for path in paths if paths.count(path) > 1})
+        if twice:
+            raise ValueError(f"parameters tune the same path twice: {twice}")
         return self
 
     def distributions(self) -> dict:
-        """``{path: optuna distribution}`` for Ray Tune's ``OptunaSearch``."""
-        return {path: distribution.optuna() for path, distribution in self.parameters.items()}
+        """``{name: optuna distribution}`` for Ray Tune's ``OptunaSearch``."""
+        return {name: parameter.optuna() for name, parameter in self.parameters.items()}
+
+    def paths(self) -> dict[str, str]:
+        """``{name: config path}`` of the parameters that set a config path (all but ``strategy``)."""
+        return {name: p.path for name, p in self.parameters.items() if p.path is not None}
 
     def strategies(self, config: StudyConfig) -> list[str]:
         """Every strategy a trial may train."""
@@ -109,14 +131,15 @@ class SearchSpace(BaseModel):
         return list(chosen.choices) if chosen is not None else [self.strategy]
 
     def trial_config(self, config: StudyConfig, values: dict[str, Any]) -> tuple[StudyConfig, str]:
-        """The config and strategy of a trial with the sampled ``values`` (``{path: value}``)."""
+        """The config and strategy of a trial with the sampled ``values`` (``{name: value}``)."""
         raw = config.model_dump(mode="json")
         for path, value in self.fixed.items():
             set_path(raw, path, value)
         strategy = values.get(STRATEGY, self.strategy)
-        for path, value in values.items():
-            if path != STRATEGY:
-                set_path(raw, path, value)
+        paths = self.paths()
+        for name, value in values.items():
+            if name != STRATEGY:
+                set_path(raw, paths[name], value)
         if self.metric:
             raw["train"]["selection_metric"] = self.metric
         return StudyConfig.model_validate(raw), strategy
@@ -152,7 +175,7 @@ def set_path(raw: dict, path: str, value: Any) -> None:
         raise KeyError(last)
 
 
-def check_types(current: Any, distribution: Distribution) -> None:
+def check_types(current: Any, distribution: Parameter) -> None:
     if distribution.distribution == "categorical":
         return
     if isinstance(current, bool) or not isinstance(current, (int, float)):
@@ -178,23 +201,24 @@ def validate(space: SearchSpace, config: StudyConfig, source: str) -> None:
     for name in space.strategies(base):
         if name not in strategies:
             raise ConfigError(f"{source}: strategy '{name}' is not in the config (strategies: {', '.join(strategies)})")
-    for path, distribution in space.parameters.items():
-        if path == STRATEGY:
-            continue
+    for name, path in space.paths().items():
+        parameter = space.parameters[name]
         try:
             current = get_path(raw, path)
         except KeyError as error:
-            raise ConfigError(f"{source}: parameter '{path}': unknown config path (no '{error.args[0]}')") from None
+            raise ConfigError(
+                f"{source}: parameter '{name}': unknown config path '{path}' (no '{error.args[0]}')"
+            ) from None
         try:
-            check_types(current, distribution)
+            check_types(current, parameter)
         except ValueError as error:
-            raise ConfigError(f"{source}: parameter '{path}' {error}") from None
-        for example in distribution.examples():
+            raise ConfigError(f"{source}: parameter '{name}' ({path}) {error}") from None
+        for example in parameter.examples():
             try:
-                space.trial_config(config, {path: example})
+                space.trial_config(config, {name: example})
             except ValidationError as error:
                 raise ConfigError(
-                    f"{source}: parameter '{path}' = {example!r} gives an invalid config ({problems(error)})"
+                    f"{source}: parameter '{name}' = {example!r} gives an invalid config ({problems(error)})"
                 ) from None
 
 

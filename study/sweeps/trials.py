@@ -9,6 +9,7 @@ data set through Ray's object store), else as a ``TorchTrainer`` with that many 
 """
 
 import math
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from study import console
 from study.config import StudyConfig
 from study.sweeps.plan import SweepPlan, gpus_per_worker, plan_folder, trial_config, trial_run_name
 from study.sweeps.space import STRATEGY
+from study.tracking.params import Tuned
 from study.training.data import adopt_splits, share_splits
 from study.training.driver import train
 from study.training.loop import phase_of_epochs
@@ -44,7 +46,8 @@ def run_trial(params: dict, plan: dict, shared: dict | None = None) -> None:
     init = None
     if start is not None:  # the shared start: its local checkpoint, or its MLflow run on another node
         init = start["checkpoint"] if Path(start["checkpoint"]).exists() else start["run_id"]
-    trial_id = tune.get_context().get_trial_id()
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
     name = trial_run_name(plan, trial_id)
     finished = read_result(Path(config.train.storage) / name)
     if finished is not None:  # trained before the sweep was interrupted: report its result, do not train again
@@ -60,9 +63,17 @@ def run_trial(params: dict, plan: dict, shared: dict | None = None) -> None:
             parent_run_id=plan.parent_run_id,
             launcher="process" if config.sweep.workers_per_trial == 1 else "ray_train",
             report_to_tune=True,
+            tuned=Tuned(params, plan.search_space().paths(), trial_display_name(trial_id, context.get_trial_dir())),
         )
     if result.status == "diverged":
         raise TrialDiverged(f"trial {trial_id} ({strategy}, {params}) diverged after {result.epochs} epoch(s)")
+
+
+def trial_display_name(trial_id: str, trial_dir: str) -> str:
+    """A trial run's short name in MLflow, ``t03-48b65ca8``: Tune's trial number (the ``_3_`` after the id in
+    its folder's name) and id."""
+    found = re.search(rf"_{re.escape(trial_id)}_(\d+)", Path(trial_dir).name)
+    return f"t{int(found.group(1)):02d}-{trial_id}" if found else f"t-{trial_id}"
 
 
 def trial_resources(config: StudyConfig) -> dict:
@@ -93,10 +104,10 @@ def longest_trial(plan: SweepPlan) -> int:
     """The most epochs any trial can run (ASHA's ``max_t``)."""
     space, config = plan.search_space(), plan.study_config()
     longest = 1
-    for path, distribution in space.parameters.items():
-        for value in distribution.examples():
+    for name, parameter in space.parameters.items():
+        for value in parameter.examples():
             for strategy in space.strategies(config):
-                values = {path: value} if path != STRATEGY else {}
+                values = {name: value} if name != STRATEGY else {}
                 trial, _ = space.trial_config(config, values | {STRATEGY: strategy})
                 longest = max(longest, len(phase_of_epochs(trial, strategy)))
     return longest

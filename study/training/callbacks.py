@@ -10,21 +10,36 @@ import math
 import time
 
 from study import console
-from study.tracking import log_metrics
+from study.tracking.runs import log_metrics
 
 __all__ = ["EpochLogger", "TuneReportExceptLast", "epoch_line", "is_final", "ray_train_callback"]
 
 
+CONSTANTS = ("epoch", "epochs", "phase", "first_epoch", "status")  # in every report; params or tags in MLflow
+
+
 class EpochLogger:
     """Log each epoch's metrics to MLflow run ``run_id``, and say its line.
+
+    The MLflow step is the epoch, counted from 1 and on from the run's start: a fine-tune of a
+    15-epoch baseline logs its first epoch at step 16 (``first_step``), so its curves sit after the
+    baseline's.
 
     The terminal gets the first epoch's line, the last one's, and one at most every ``every_s``
     seconds between them; the others go to the log (as all of them do with ``echo`` off, for sweep
     trials: the sweep says a line per trial).
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, strategy: str, echo: bool = True, every_s: float = 45.0):
-        self.tracking_uri, self.run_id, self.strategy = tracking_uri, run_id, strategy
+    def __init__(
+        self,
+        tracking_uri: str,
+        run_id: str,
+        strategy: str,
+        first_step: int = 1,
+        echo: bool = True,
+        every_s: float = 45.0,
+    ):
+        self.tracking_uri, self.run_id, self.strategy, self.first_step = tracking_uri, run_id, strategy, first_step
         self.echo, self.every_s, self.last_said = echo, every_s, -math.inf
         self.client, self.started, self.first_report, self.epochs_seen = None, time.monotonic(), None, 0
 
@@ -61,8 +76,8 @@ class EpochLogger:
         from mlflow.tracking import MlflowClient
 
         self.client = self.client or MlflowClient(self.tracking_uri)
-        metrics = {key: value for key, value in reported.items() if key != "epoch"}
-        log_metrics(self.client, self.run_id, metrics, int(reported["epoch"]))
+        metrics = {key: value for key, value in reported.items() if key not in CONSTANTS}
+        log_metrics(self.client, self.run_id, metrics, self.first_step + int(reported["epoch"]))
         now = time.monotonic()
         self.epochs_seen += 1
         if self.first_report is None:

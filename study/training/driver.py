@@ -19,9 +19,13 @@ How a run is put together:
   once per process); every worker takes all the rows from there and trains on its share of every batch; Ray
   keeps the latest and the best checkpoint by ``train.selection_metric``; a worker that dies
   restarts from the latest one (``train.max_failures``);
-- every epoch, ``EpochLogger`` says a line and logs the metrics to MLflow;
+- the MLflow run gets the parameters that tell it apart (``study.tracking.params``), its config,
+  a description and the ``train`` and ``val`` splits as its datasets;
+- every epoch, ``EpochLogger`` says a line and logs the metrics to MLflow (step: the epoch from 1,
+  continuing the count of the checkpoint the run started from);
 - starting a run again with the same name resumes it; a finished run is returned as it is;
-- at the end the driver logs the run's checkpoint (``train.checkpoint``) and PNG overlays of val predictions.
+- at the end the driver logs the run's checkpoint (``train.checkpoint``), its U-Net as the MLflow
+  model ``unet-<strategy>`` and PNG overlays of val predictions.
 """
 
 import math
@@ -37,14 +41,16 @@ from components.model import CHECKPOINT_FILE, load_checkpoint
 from study import console
 from study.config import LAUNCHERS, ConfigError, StudyConfig
 from study.runtime import ensure_ray, ray_is_running
-from study.tracking import Tracker
+from study.tracking.datasets import log_splits
+from study.tracking.models import log_unet
+from study.tracking.params import Tuned, run_params
+from study.tracking.runs import Tracker
 from study.training import faults
 from study.training.callbacks import EpochLogger, TuneReportExceptLast, is_final, ray_train_callback
 from study.training.data import share_splits
 from study.training.loop import train_loop
 from study.training.run_folder import (
     BEST_CHECKPOINT,
-    CHECKPOINT_ARTIFACT,
     LATEST_CHECKPOINT,
     TrainResult,
     claim_run_folder,
@@ -67,6 +73,7 @@ def train(
     parent_run_id: str | None = None,
     launcher: str | None = None,
     report_to_tune: bool = False,
+    tuned: Tuned | None = None,
 ) -> TrainResult:
     """Train ``strategy`` of ``config`` on the data set in ``data_dir``; resume or return a run of the same name.
 
@@ -76,6 +83,7 @@ def train(
         parent_run_id: an MLflow run to nest this run under.
         launcher: overrides ``train.launcher`` ("process" or "ray_train"; a sweep trial's choice).
         report_to_tune: also report every epoch to Ray Tune (when called from a Tune trial).
+        tuned: a sweep trial's tuned values, logged under their short names, and its display name.
     """
     if config.train is None:
         raise ConfigError(f"config '{config.name}' has no 'train' section")
@@ -98,25 +106,33 @@ def train(
             return finished
     data_manifest = complete_manifest(data_dir)
     tracker = Tracker(config)
-    init_checkpoint = resolve_init(config, init if init is not None else strategies[strategy].init, data_dir, tracker)
+    start = init if init is not None else strategies[strategy].init
+    init_checkpoint = resolve_init(config, start, data_dir, tracker)
+    first_step = epochs_before(init_checkpoint) + 1
     tags = {
         "study.strategy": strategy,
         "study.dataset_hash": data_manifest["dataset_hash"],
         "study.data_dir": str(data_dir.resolve()),
         "study.init": str(init_checkpoint),
+        "study.first_step": first_step,
     }
-    run_id = tracker.start_run(name, config, tags, parent_run_id)
+    params = run_params(config, strategy, start, tuned)
+    description = run_description(config, strategy, start, data_dir, tuned)
+    display = tuned.display_name if tuned is not None else None
+    run_id = tracker.start_run(name, config, params, tags, description, parent_run_id, display)
+    log_splits(tracker.client, run_id, data_dir, data_manifest, ("train", "val"))
 
     use_gpu = config.train.use_gpu if config.train.use_gpu is not None else gpus_present(launcher) > 0
     loop_config = {
         "config": config.model_dump_json(),
         "strategy": strategy,
         "init": init_checkpoint,
+        "epoch_offset": first_step - 1,
         "fail_once": faults.FAIL_ONCE,
     }
-    logger = EpochLogger(tracker.uri, run_id, strategy, echo=not report_to_tune)
+    logger = EpochLogger(tracker.uri, run_id, strategy, first_step, echo=not report_to_tune)
     where = "in this process" if launcher == "process" else f"on {config.train.workers} Ray Train worker(s)"
-    console.say(f"{name}: training '{strategy}' {where} ({'GPU' if use_gpu else 'CPU'}); MLflow run {run_id}")
+    console.say(f"{name}: training '{strategy}' {where} ({'GPU' if use_gpu else 'CPU'}); {tracker.link(run_id)}")
     try:
         if launcher == "process":
             result = train_in_process(loop_config, config, name, run_folder, data_dir, use_gpu, logger, report_to_tune)
@@ -126,7 +142,7 @@ def train(
         tracker.end_run(run_id, "FAILED")
         raise
     result.run_id = run_id
-    finish_tracking(tracker, config, result, data_dir)
+    finish_tracking(tracker, config, result, data_dir, first_step, params)
     if local:
         write_result(run_folder, result)
     if report_to_tune:  # the final epoch, held back until the run is logged and its result written
@@ -181,6 +197,29 @@ def resolve_init(config: StudyConfig, init: str | None, data_dir: Path, tracker:
         load_checkpoint(init)
         return str(Path(init).resolve())
     return str(tracker.download_checkpoint(init))
+
+
+def epochs_before(init_checkpoint: str | None) -> int:
+    """The epochs behind a start checkpoint: its own run's, after those of that run's start (0 for random
+    weights)."""
+    if init_checkpoint is None:
+        return 0
+    state = load_checkpoint(init_checkpoint)
+    return int(state.get("epoch_offset", 0)) + int(state.get("epoch", -1)) + 1
+
+
+def run_description(config: StudyConfig, strategy: str, start: str | None, data_dir: Path, tuned: Tuned | None) -> str:
+    """A strategy run in words: what it starts from, each phase's losses, length and optimizer, seed and data."""
+    phases = []
+    for phase in config.train.strategies[strategy].phases:
+        losses = " + ".join(f"{weight:g} {name}" for name, weight in phase.losses.items())
+        phases.append(f"{phase.epochs} epoch(s) of {losses} ({phase.optimizer}, lr {phase.learning_rate:g})")
+    begin = f"from the {config.train.checkpoint} checkpoint of '{start}'" if start else "from random weights"
+    text = f"Strategy '{strategy}', {begin}: " + "; then ".join(phases) + "."
+    text += f" Training seed {config.training_seed()}; data set {data_dir.name}."
+    if tuned is not None:
+        text += " Sweep trial: " + ", ".join(f"{name} = {value}" for name, value in tuned.values.items()) + "."
+    return text
 
 
 def complete_manifest(data_dir: Path) -> dict:
@@ -303,17 +342,31 @@ def summarise(fitted, name: str, strategy: str, metric: str) -> TrainResult:
     )
 
 
-def finish_tracking(tracker: Tracker, config: StudyConfig, result: TrainResult, data_dir: Path) -> None:
-    """Log the checkpoint that stands for the run (``train.checkpoint``), the best val metrics and val overlays;
-    end the MLflow run with the study's status."""
+def finish_tracking(
+    tracker: Tracker, config: StudyConfig, result: TrainResult, data_dir: Path, first_step: int, params: dict
+) -> None:
+    """Log the checkpoint that stands for the run (``train.checkpoint``) and its U-Net as an MLflow model, the
+    best val metrics (at the best epoch's step) and val overlays; end the MLflow run with the study's status."""
     which = config.train.checkpoint
     tags = {"study.status": result.status, "study.epochs": result.epochs, "study.checkpoint": which}
     tracker.set_tags(result.run_id, tags)
+    selection = f"best_{config.train.selection_metric}"  # the running best, logged every epoch already
     if result.best_checkpoint is not None:
         best_val = {f"best_{k}": v for k, v in result.best_metrics.items() if k.startswith("val_")}
-        tracker.log_metrics(result.run_id, best_val, result.epochs)
+        best_val.pop(selection, None)
+        tracker.log_metrics(result.run_id, best_val, first_step + int(result.best_metrics.get("epoch", 0)))
     if result.checkpoint(which) is not None:
-        tracker.log_artifacts(result.run_id, result.checkpoint(which), CHECKPOINT_ARTIFACT)
+        tracker.log_checkpoint(result.run_id, result.checkpoint(which))
+        model_params = {key: params[key] for key in ("strategy", "init", "loss.temperature") if key in params}
+        result.model_id = log_unet(
+            tracker.uri,
+            result.run_id,
+            result.checkpoint(which),
+            f"unet-{result.strategy}",
+            config.data.image_size,
+            model_params,
+        )
+        tracker.set_tags(result.run_id, {"study.model_id": result.model_id})
         if config.tracking.overlays:
             from study.figures import prediction_examples  # matplotlib: only when there is something to draw
 

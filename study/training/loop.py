@@ -115,7 +115,8 @@ def train_loop(loop_config: dict, worker: Worker) -> dict:
     """Train the strategy's phases; report every epoch (rank 0 with a checkpoint and val metrics).
 
     ``loop_config``: ``config`` (the study config, JSON), ``strategy``, ``init`` (a checkpoint
-    folder or None) and ``fail_once`` (tests only, see ``faults``). Returns the run's ``status``
+    folder or None), ``epoch_offset`` (the epochs behind ``init``, kept in every checkpoint) and
+    ``fail_once`` (tests only, see ``faults``). Returns the run's ``status``
     (``finished`` or ``diverged``) and its last ``epoch``.
     """
     with deterministic_kernels(worker.device):
@@ -232,6 +233,7 @@ def train_phases(loop_config: dict, worker: Worker) -> dict:
                     divergence_reference=guard.reference,
                     strategy=strategy,
                     start_fingerprint=start_fingerprint,
+                    epoch_offset=loop_config.get("epoch_offset", 0),  # the epochs behind the start checkpoint
                     config=loop_config["config"],
                     metrics={key: value for key, value in metrics.items() if isinstance(value, int | float)},
                 )

@@ -18,7 +18,6 @@ from study.files import write_json
 
 __all__ = [
     "BEST_CHECKPOINT",
-    "CHECKPOINT_ARTIFACT",
     "CHECKPOINT_FOLDERS",
     "IDENTITY_FILE",
     "LATEST_CHECKPOINT",
@@ -36,7 +35,6 @@ IDENTITY_FILE = "study_run.json"
 BEST_CHECKPOINT = "best_checkpoint"
 LATEST_CHECKPOINT = "latest_checkpoint"
 CHECKPOINT_FOLDERS = {"last": LATEST_CHECKPOINT, "best": BEST_CHECKPOINT}  # a run in this process, by train.checkpoint
-CHECKPOINT_ARTIFACT = "checkpoint"  # the checkpoint that stands for a run, in its MLflow run (tag study.checkpoint)
 
 
 @dataclass
@@ -58,6 +56,7 @@ class TrainResult:
     last_metrics: dict = field(default_factory=dict)
     run_id: str | None = None
     last_checkpoint: str | None = None
+    model_id: str | None = None  # the run's logged MLflow model (``unet-<strategy>``)
 
     def checkpoint(self, which: str) -> str | None:
         """The folder of the run's ``"last"`` (end of training) or ``"best"`` checkpoint (``train.checkpoint``)."""

@@ -1,11 +1,14 @@
-"""Fixtures shared by the study tests: a tiny study with a train section and its generated data set."""
+"""Fixtures shared by the study tests: a tiny study with a train section and its generated data set, and the
+miniature reproduction and sweep that run on it (their tests, and the MLflow UI's, read them)."""
 
 import pytest
 import yaml
 
 from study.config import StudyConfig
 from study.data.generate import generate
-from tests.helpers import TRAIN_CONFIG
+from study.evaluation.reproduce import reproduce
+from study.sweeps.driver import sweep
+from tests.helpers import FINETUNE_SPACE, REPRODUCED_STRATEGIES, TRAIN_CONFIG, sweep_config, write
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +21,22 @@ def train_study(tmp_path_factory, ray_session):
     config = StudyConfig.model_validate(raw)
     generate(config, folder / "data")
     return config, folder / "data"
+
+
+@pytest.fixture(scope="session")
+def reproduction(train_study, tmp_path_factory):
+    """``study reproduce`` of five strategies, one seed: (config, report folder, Table 1's rows)."""
+    config, data = train_study
+    report = config.report.model_copy(update={"strategies": REPRODUCED_STRATEGIES})
+    config = config.model_copy(update={"report": report})
+    out = tmp_path_factory.mktemp("report")
+    return config, out, reproduce(config, data, out)
+
+
+@pytest.fixture(scope="session")
+def finetune_sweep(train_study, tmp_path_factory):
+    """A 3-trial fine-tune sweep (in-process trials): (config, SweepResult)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    config = sweep_config(train_study, folder)
+    space = write(folder, "finetune.yaml", FINETUNE_SPACE)
+    return config, sweep(config, space, trials=3, data_dir=train_study[1])

@@ -8,22 +8,17 @@ else (no ``ray stop``).
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import REPO, children, sweep_config, write
+from tests.helpers import REPO, child_process_group, children, free_port, sweep_config, wait_for, write
 
 pytestmark = pytest.mark.slow  # trains models or starts Ray
 
@@ -31,50 +26,10 @@ TINY_SPACE = """
 strategy: finetune
 fixed: {train.strategies.finetune.phases.0.epochs: 1}
 parameters:
-  train.strategies.finetune.phases.0.learning_rate: {distribution: loguniform, low: 1.0e-5, high: 1.0e-3}
+  lr: {path: train.strategies.finetune.phases.0.learning_rate, distribution: loguniform, low: 1.0e-5, high: 1.0e-3}
 """
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with {process.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:  # it answers (e.g. 401 without the Ray token): it is up
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer in {seconds} s")
-
-
-@contextmanager
-def child_process_group(command: list[str], environment: dict, log: Path):
-    """Run ``command`` in its own process group; on exit end that group (SIGTERM, then SIGKILL)."""
-    with open(log, "w") as stream:
-        process = subprocess.Popen(
-            command, env=environment, start_new_session=True, stdout=stream, stderr=subprocess.STDOUT
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
 
 
 @pytest.mark.timeout(1500)  # above its deadlines: the services' 120 s each, the job's 400 s, the status's 60 s

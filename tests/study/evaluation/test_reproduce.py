@@ -9,25 +9,15 @@ from mlflow.tracking import MlflowClient
 
 from components import statistics
 from components.anatomy import LANDMARK_NAMES
-from study.evaluation.reproduce import reproduce
 from study.evaluation.table import COLUMNS, TRIVIAL
+from tests.helpers import REPRODUCED_STRATEGIES as STRATEGIES
 
 pytestmark = pytest.mark.slow  # trains models or starts Ray
-
-STRATEGIES = ["baseline", "composite", "pose_only", "finetune", "finetune_bce"]
 
 
 @pytest.fixture(autouse=True)
 def no_tracking_uri_from_the_environment(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
-@pytest.fixture(scope="module")
-def reproduction(train_study, tmp_path_factory):
-    config, data = train_study
-    config = config.model_copy(update={"report": config.report.model_copy(update={"strategies": STRATEGIES})})
-    out = tmp_path_factory.mktemp("report")
-    return config, out, reproduce(config, data, out)
 
 
 def read_records(path, split):
@@ -117,7 +107,24 @@ def test_everything_sits_under_one_parent_run(reproduction):
         "table1/examples.png",
         "table1/training_curves.png",
     } <= logged
+    assert {"table1.json", "comparisons.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    per_image = {a.path for a in client.list_artifacts(parent.info.run_id, "per_image")}
+    assert per_image == {f"per_image/{s}-seed3.csv" for s in STRATEGIES} | {"per_image/trivial.csv"}
+    assert parent.data.params["strategies"] == ",".join(STRATEGIES) and parent.data.params["seeds"] == "3"
     finetune = next(c for c in children if c.data.tags["study.strategy"] == "finetune")
     assert "novel_subject_rmse_px" in finetune.data.metrics and "novel_view_soft_rmse_px" in finetune.data.metrics
+    per_landmark = [key for key in finetune.data.metrics if key.endswith(tuple(LANDMARK_NAMES))]
+    assert per_landmark == []  # in the artifacts, not as metrics
+    # test metrics are logged against the split's dataset and the run's logged model (the Models tab ranks them)
+    model = client.get_logged_model(finetune.data.tags["study.model_id"])
+    linked = {(m.key, m.dataset_name) for m in model.metrics}
+    assert ("novel_view_rmse_px", "data-novel_view") in linked and (
+        "novel_subject_rmse_px",
+        "data-novel_subject",
+    ) in linked
+    contexts = {i.tags[0].value for i in finetune.inputs.dataset_inputs}
+    assert contexts == {"train", "val", "novel_view", "novel_subject"}
+    # the parent holds the comparisons, not per-strategy copies of the children's metrics
     assert "novel_view_finetune_vs_baseline_difference" in parent.data.metrics
+    assert not any(key.endswith("_rmse_px") for key in parent.data.metrics)
     assert any(key.startswith("study.claim.") for key in parent.data.tags)

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,35 +16,18 @@ from mlflow.tracking import MlflowClient
 
 from study.sweeps.driver import resume, sweep
 from study.sweeps.plan import PLAN_FILE, read_plan
-from study.tracking import tracking_uri
-from tests.helpers import REPO, children, runs_named, sweep_config, write
+from study.tracking.runs import tracking_uri
+from tests.helpers import FINETUNE_SPACE, REPO, children, runs_named, sweep_config, write
 
 pytestmark = pytest.mark.slow  # trains models or starts Ray
 
 TRACKING_ENVIRONMENT = os.environ.get("MLFLOW_TRACKING_URI")
 
-FINETUNE_SPACE = """
-strategy: finetune
-metric: val_rmse_soft_px
-fixed: {train.strategies.finetune.phases.0.losses: {bce: 1.0, pose: 0.01}}
-parameters:
-  train.strategies.finetune.phases.0.losses.pose: {distribution: loguniform, low: 0.001, high: 0.1}
-  train.strategies.finetune.phases.0.epochs: {distribution: int, low: 1, high: 2}
-"""
-
 EXPLODING_SPACE = """
 parameters:
   strategy: {distribution: categorical, choices: [exploding]}
-  train.strategies.exploding.phases.0.learning_rate: {distribution: loguniform, low: 1.0e+20, high: 1.0e+30}
+  lr: {path: train.strategies.exploding.phases.0.learning_rate, distribution: loguniform, low: 1.0e+20, high: 1.0e+30}
 """
-
-
-@pytest.fixture(scope="module")
-def finetune_sweep(train_study, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sweep")
-    config = sweep_config(train_study, folder)
-    space = write(folder, "finetune.yaml", FINETUNE_SPACE)
-    return config, sweep(config, space, trials=3, data_dir=train_study[1])
 
 
 def test_every_trial_is_a_child_run_with_its_sampled_values(finetune_sweep):
@@ -51,17 +35,21 @@ def test_every_trial_is_a_child_run_with_its_sampled_values(finetune_sweep):
     client = MlflowClient(tracking_uri(config))
     assert len(result.trials) == 3
     trial_runs = {run.info.run_id: run for run in children(client, result.parent_run_id)}
+    parent_source = client.get_run(result.parent_run_id).data.tags["mlflow.source.name"]
+    assert len({run.info.run_name for run in trial_runs.values()}) == 3
     assert sorted(trial_runs) == sorted(record.run_id for record in result.trials)
     assert all(math.isfinite(record.objective) for record in result.trials if record.status == "finished")
     for record in result.trials:
         run = trial_runs[record.run_id]
         assert run.data.tags["study.trial_status"] == record.status in ("finished", "stopped")
-        phase = json.loads(run.data.params["train.strategies.finetune.phases"])[0]
-        assert phase["losses"]["pose"] == pytest.approx(record.params["train.strategies.finetune.phases.0.losses.pose"])
-        assert (
-            phase["losses"]["bce"] == 1.0
-            and phase["epochs"] == record.params["train.strategies.finetune.phases.0.epochs"]
-        )
+        assert run.info.status == "FINISHED"  # a trial ASHA stopped is not a crash: its tag says it stopped
+        # the tuned values under the space's short names, as scalars; the rest of the phase under its own
+        params = run.data.params
+        assert float(params["pose_weight"]) == pytest.approx(record.params["pose_weight"])
+        assert int(params["epochs"]) == record.params["epochs"] and params["phase0.loss.bce"] == "1.0"
+        assert "phase0.loss.pose" not in params and "phase0.epochs" not in params
+        assert re.fullmatch(rf"t\d\d-{record.trial_id}", run.info.run_name)
+        assert run.data.tags["mlflow.source.name"] == parent_source  # the sweep's command, not Ray's worker
         history = client.get_metric_history(record.run_id, "val_rmse_soft_px")
         assert len(history) == record.epochs >= 1
         assert record.objective == pytest.approx(min(m.value for m in history))
@@ -99,7 +87,7 @@ def test_the_parent_run_has_the_best_config_plots_and_test_metrics(finetune_swee
     assert parent.data.metrics["best_val_rmse_soft_px"] == pytest.approx(best.objective)
     best_config = yaml.safe_load((Path(result.folder) / "report" / "best_config.yaml").read_text())
     assert best_config["train"]["strategies"]["finetune"]["phases"][0]["losses"]["pose"] == pytest.approx(
-        best.params["train.strategies.finetune.phases.0.losses.pose"]
+        best.params["pose_weight"]
     )
     # evaluated on the test splits only after the sweep, and only the best trial
     assert parent.data.metrics["novel_view_rmse_px"] == pytest.approx(result.test["novel_view"]["argmax"]["rmse_px"])
@@ -115,7 +103,12 @@ def test_the_best_model_is_registered(finetune_sweep):
     name, version = result.registered.split("/")
     registered = client.get_model_version(name, version)
     assert name == f"{config.name}-landmarks" and registered.run_id == result.best.run_id
-    assert registered.tags["study.sweep"] == result.name
+    assert registered.tags["study.sweep"] == result.name and registered.description.startswith("Best of sweep")
+    best_run = client.get_run(result.best.run_id)
+    assert registered.source == f"models:/{best_run.data.tags['study.model_id']}"  # the trial's own logged model
+    assert best_run.data.tags["study.best_trial"] == "true"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == version
+    assert client.get_registered_model(name).description.startswith("The landmark U-Net")
     assert os.environ.get("MLFLOW_TRACKING_URI") == TRACKING_ENVIRONMENT  # registering leaves no global URI behind
 
 

@@ -34,10 +34,10 @@ def test_a_trial_config_carries_the_sampled_values(tmp_path):
     config = load_config("demo")
     space = load_search_space(find_search_space("finetune"), config)
     values = {
-        "train.strategies.finetune.phases.0.losses.pose": 0.25,
-        "train.loss.temperature": 0.4,
-        "train.strategies.finetune.phases.0.epochs": 3,
-        "train.strategies.finetune.phases.0.learning_rate": 2e-4,
+        "pose_weight": 0.25,
+        "temperature": 0.4,
+        "ft_epochs": 3,
+        "ft_lr": 2e-4,
     }
     trial, strategy = space.trial_config(config, values)
     phase = trial.train.strategies["finetune"].phases[0]
@@ -64,47 +64,50 @@ def test_the_strategy_parameter_picks_the_strategy():
     "text, message",
     [
         (
-            "parameters: {train.loss.temprature: {distribution: uniform, low: 0.1, high: 1}}",
-            "parameter 'train.loss.temprature': unknown config path (no 'temprature')",
+            "parameters: {x: {path: train.loss.temprature, distribution: uniform, low: 0.1, high: 1}}",
+            "parameter 'x': unknown config path 'train.loss.temprature' (no 'temprature')",
         ),
         (
-            "parameters: {train.strategies.finetune.phases.3.epochs: {distribution: int, low: 1, high: 2}}",
-            "unknown config path (no '3')",
+            "parameters: {x: {path: train.strategies.finetune.phases.3.epochs, distribution: int, low: 1, high: 2}}",
+            "unknown config path 'train.strategies.finetune.phases.3.epochs' (no '3')",
         ),
         (
-            "parameters: {train.loss.temperature: {distribution: uniform, low: 2.0, high: 1.0}}",
+            "parameters: {x: {path: train.loss.temperature, distribution: uniform, low: 2.0, high: 1.0}}",
             "empty range: low 2.0 is not below high 1.0",
         ),
-        ("parameters: {train.loss.temperature: {distribution: uniform, low: 1.0, high: 1.0}}", "empty range"),
+        ("parameters: {x: {path: train.loss.temperature, distribution: uniform, low: 1.0, high: 1.0}}", "empty range"),
         (
-            "parameters: {train.loss.temperature: {distribution: loguniform, low: 0.0, high: 1.0}}",
+            "parameters: {x: {path: train.loss.temperature, distribution: loguniform, low: 0.0, high: 1.0}}",
             "loguniform distribution needs low > 0",
         ),
         (
-            "parameters: {train.loss.temperature: {distribution: int, low: 1, high: 3}}",
+            "parameters: {x: {path: train.loss.temperature, distribution: int, low: 1, high: 3}}",
             "is the float 1.0 in the config; use uniform or loguniform",
         ),
         (
-            "parameters: {train.batch_size: {distribution: uniform, low: 2, high: 8}}",
+            "parameters: {x: {path: train.batch_size, distribution: uniform, low: 2, high: 8}}",
             "is the integer 16 in the config; use an int distribution",
         ),
         (
-            "parameters: {train.loss.target: {distribution: uniform, low: 0.1, high: 1}}",
+            "parameters: {x: {path: train.loss.target, distribution: uniform, low: 0.1, high: 1}}",
             "is 'disk' in the config, not a number",
         ),
         (
-            "parameters: {train.loss.target: {distribution: categorical, choices: [disk, cone]}}",
-            "parameter 'train.loss.target' = 'cone' gives an invalid config",
+            "parameters: {x: {path: train.loss.target, distribution: categorical, choices: [disk, cone]}}",
+            "parameter 'x' = 'cone' gives an invalid config",
         ),
         (
-            "parameters: {train.loss.temperature: {distribution: normal, low: 0.1, high: 1}}",
-            "parameters.train.loss.temperature.distribution",
+            "parameters: {x: {path: train.loss.temperature, distribution: normal, low: 0.1, high: 1}}",
+            "parameters.x.distribution",
         ),
-        ("parameters: {train.loss.temperature: {distribution: categorical, choices: []}}", "non-empty 'choices'"),
-        ("parameters: {train.loss.temperature: {distribution: uniform, low: 0.1}}", "needs 'low' and 'high'"),
         (
-            "parameters: {train.batch_size: {distribution: int, low: 0, high: 4}}",
-            "parameter 'train.batch_size' = 0 gives an invalid config",
+            "parameters: {x: {path: train.loss.temperature, distribution: categorical, choices: []}}",
+            "non-empty 'choices'",
+        ),
+        ("parameters: {x: {path: train.loss.temperature, distribution: uniform, low: 0.1}}", "needs 'low' and 'high'"),
+        (
+            "parameters: {x: {path: train.batch_size, distribution: int, low: 0, high: 4}}",
+            "parameter 'x' = 0 gives an invalid config",
         ),
         (
             "parameters: {strategy: {distribution: categorical, choices: [baseline, best_one]}}",
@@ -112,18 +115,34 @@ def test_the_strategy_parameter_picks_the_strategy():
         ),
         ("parameters: {strategy: {distribution: int, low: 1, high: 2}}", "parameter 'strategy' must be categorical"),
         (
-            "strategy: nonesuch\nparameters: {train.loss.temperature: {distribution: uniform, low: 0.1, high: 1}}",
+            "strategy: nonesuch\n"
+            "parameters: {x: {path: train.loss.temperature, distribution: uniform, low: 0.1, high: 1}}",
             "strategy 'nonesuch' is not in the config",
         ),
         (
             "fixed: {train.los.radius: 2.0}\n"
-            "parameters: {train.loss.temperature: {distribution: uniform, low: 0.1, high: 1}}",
+            "parameters: {x: {path: train.loss.temperature, distribution: uniform, low: 0.1, high: 1}}",
             "fixed 'train.los.radius': unknown config path",
         ),
         ("parameters: {}", "parameters"),
         (
-            "metric: val_loss\nparameters: {train.loss.temperature: {distribution: uniform, low: 0.1, high: 1}}",
+            "metric: val_loss\n"
+            "parameters: {x: {path: train.loss.temperature, distribution: uniform, low: 0.1, high: 1}}",
             "metric",
+        ),
+        ("parameters: {x: {distribution: uniform, low: 0.1, high: 1}}", "parameter 'x' needs a 'path'"),
+        (
+            "parameters: {pose weight: {path: train.loss.temperature, distribution: uniform, low: 0.1, high: 1}}",
+            "parameter name 'pose weight': expected a short identifier",
+        ),
+        (
+            "parameters: {a: {path: train.loss.radius, distribution: uniform, low: 1, high: 2},"
+            " b: {path: train.loss.radius, distribution: uniform, low: 2, high: 3}}",
+            "parameters tune the same path twice: ['train.loss.radius']",
+        ),
+        (
+            "parameters: {strategy: {path: train.seed, distribution: categorical, choices: [baseline]}}",
+            "without a path",
         ),
         ("- a list", "expected a mapping"),
     ],

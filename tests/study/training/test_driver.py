@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 from mlflow.tracking import MlflowClient
 
 from components import training
@@ -76,14 +78,39 @@ def test_the_run_is_in_mlflow(train_study, baseline):
     run = client.get_run(baseline.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["study.status"] == "finished" and run.data.tags["study.strategy"] == "baseline"
-    assert len(run.data.tags["study.dataset_hash"]) == 64 and run.data.tags["mlflow.source.git.commit"]
-    assert run.data.params["train.batch_size"] == "8" and run.data.params["data.image_size"] == "64"
+    dataset_hash = run.data.tags["study.dataset_hash"]
+    assert len(dataset_hash) == 64 and run.data.tags["mlflow.source.git.commit"]
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"
+    assert run.data.tags["mlflow.note.content"].startswith("Strategy 'baseline', from random weights: 20 epoch(s)")
+    params = run.data.params
+    assert (params["batch_size"], params["data.image_size"], params["strategy"], params["init"]) == (
+        "8",
+        "64",
+        "baseline",
+        "random",
+    )
+    assert (params["phase0.loss.bce"], params["phase0.loss.pose"], params["phase0.lr"]) == ("1.0", "0.0", "0.003")
+    config_artifact = client.download_artifacts(baseline.run_id, "config.yaml")
+    logged, expected = yaml.safe_load(Path(config_artifact).read_text()), config.model_dump(mode="json")
+    assert logged["data"] == expected["data"] and logged["train"]["strategies"] == expected["train"]["strategies"]
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "val"} and inputs["train"].digest == dataset_hash[:16]
+    assert json.loads(inputs["val"].profile)["rows"] == 8
+    # the epoch is the step, from 1; constants are parameters, not metrics
     history = client.get_metric_history(baseline.run_id, "val_rmse_px")
-    assert sorted(m.step for m in history) == list(range(20))
+    assert sorted(m.step for m in history) == list(range(1, 21))
     assert min(m.value for m in history) == pytest.approx(baseline.best_metrics["val_rmse_px"])
+    assert not {"epoch", "epochs", "phase", "first_epoch"} & set(run.data.metrics)
+    assert len(run.data.metrics) < 25
+    best_step = client.get_metric_history(baseline.run_id, "best_val_rmse_soft_px")[0].step
+    assert best_step == baseline.best_metrics["epoch"] + 1
     artifacts = {a.path for a in client.list_artifacts(baseline.run_id, "checkpoint")}
     plots = {a.path for a in client.list_artifacts(baseline.run_id, "plots")}
     assert artifacts == {"checkpoint/checkpoint.pt"} and plots == {"plots/val_overlays.png"}
+    assert "optimizer" not in torch.load(client.download_artifacts(baseline.run_id, "checkpoint/checkpoint.pt"))
+    models = client.search_logged_models([run.info.experiment_id], filter_string="name = 'unet-baseline'")
+    assert [m.model_id for m in models if m.source_run_id == baseline.run_id] == [baseline.model_id]
+    assert baseline.model_id == run.data.tags["study.model_id"]
 
 
 def test_a_finished_run_of_the_same_name_is_returned_as_it_is(train_study, baseline):
@@ -100,6 +127,9 @@ def test_finetune_starts_from_the_baseline_checkpoint(train_study, baseline):
     # train.checkpoint "last" (the default, the paper's): the fine-tune continues the end of training
     assert start == weights_fingerprint(load_checkpoint(baseline.last_checkpoint)["model"])
     assert weights_fingerprint(load_checkpoint(tuned.last_checkpoint)["model"]) != start
+    # its curve continues the baseline's epochs
+    steps = [m.step for m in MlflowClient(config.tracking.uri).get_metric_history(tuned.run_id, "val_rmse_px")]
+    assert steps == [baseline.epochs + 1]
 
 
 def test_pose_only_trains_through_the_registration_but_learns_no_landmarks(train_study, baseline):
