@@ -33,8 +33,8 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}?{RUNS_VIEW}"
 
 
-def link_line(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """``MLflow: <url>``, with how to start the UI for a store without a server."""
+def link_line(uri: str, experiment_id: str, run_id: str | None = None, how_to_start: bool = True) -> str:
+    """``MLflow: <url>``, with how to start the UI for a store without a server (``how_to_start``)."""
     url = run_url(uri, experiment_id, run_id) if run_id else experiment_url(uri, experiment_id)
-    command = ui_command(uri)
+    command = ui_command(uri) if how_to_start else None
     return f"MLflow: {url}" + (f"  (start the UI: {command})" if command else "")

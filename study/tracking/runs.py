@@ -54,6 +54,7 @@ SOURCE_TAGS = (
     "study.command",
 )
 PARAM_LIMIT = 6000
+LINKED: set[str] = set()  # stores this process has printed a link to (the UI's start command is said once)
 CHECKPOINT_ARTIFACT = "checkpoint"  # the checkpoint that stands for a run (tag study.checkpoint: last or best)
 
 
@@ -220,8 +221,12 @@ class Tracker:
         log_metrics(self.client, run_id, metrics, step, dataset, model_id)
 
     def link(self, run_id: str | None = None) -> str:
-        """``MLflow: <url>`` of a run's page, or of the experiment's runs table."""
-        return link_line(self.uri, self.experiment_id or self.client.get_run(run_id).info.experiment_id, run_id)
+        """``MLflow: <url>`` of a run's page, or of the experiment's runs table; the first link of a process to a
+        store without a server also says how to start the UI."""
+        experiment_id = self.experiment_id or self.client.get_run(run_id).info.experiment_id
+        line = link_line(self.uri, experiment_id, run_id, how_to_start=self.uri not in LINKED)
+        LINKED.add(self.uri)
+        return line
 
     def log_checkpoint(self, run_id: str, folder: str | Path) -> None:
         """The checkpoint that stands for a run, as its artifact ``checkpoint``: what a fine-tune or an evaluation
