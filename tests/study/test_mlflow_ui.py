@@ -76,11 +76,12 @@ def test_the_trials_have_scalar_tuned_parameters_and_the_registered_model_a_cham
         assert float(trial.data.params["pose_weight"]) > 0 and int(trial.data.params["epochs"]) >= 1
         assert trial.info.status == "FINISHED" and trial.data.tags["study.trial_status"] in ("finished", "stopped")
         assert trial.info.run_name.startswith("t") and len(trial.info.run_name) < 16
-    name = result.registered.split("/")[0]
+    name, number = result.registered.split("/")
     registered = client.get_registered_model(name)
-    assert registered.description and str(registered.aliases["champion"]) == result.registered.split("/")[1]
-    version = client.get_model_version(name, registered.aliases["champion"])
-    assert version.description and version.run_id == result.best.run_id
+    newest = max(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    assert registered.description and int(registered.aliases["champion"]) == newest  # the newest sweep's best
+    version = client.get_model_version(name, number)
+    assert version.description.startswith(f"Best of sweep {result.name}") and version.run_id == result.best.run_id
 
 
 def test_the_ui_is_served_and_answers_its_own_api(server, train_study):
