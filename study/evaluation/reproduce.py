@@ -27,6 +27,7 @@ import yaml
 
 from components import evaluation, training
 from components.dataset import TEST_SPLITS
+from components.manifest import read_manifest
 from study import console
 from study.config import ConfigError, StudyConfig
 from study.data.generate import default_out_dir, generate
@@ -36,6 +37,7 @@ from study.evaluation.plots import error_cdf_plot, per_landmark_plot, training_c
 from study.evaluation.table import TRIVIAL, Outcome, footnotes, markdown, table_1
 from study.figures import prediction_examples
 from study.files import read_csv, write_csv, write_json, write_text
+from study.tracking.datasets import log_splits
 from study.tracking.params import study_params
 from study.tracking.runs import Tracker
 from study.training.data import split_columns, split_rows
@@ -122,6 +124,7 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
         "everything is computed from) and the tables table1.json and comparisons.json."
     )
     parent = tracker.start_run(f"{config.name}-reproduce", config, params, {"study.kind": "reproduce"}, description)
+    log_splits(tracker.client, parent, data_dir, read_manifest(data_dir), ("train", "val", *TEST_SPLITS))
     console.say(f"reproduce: {tracker.link(parent)}")
     which = config.train.checkpoint
     trivial, trivial_val = trivial_records(config, data_dir)

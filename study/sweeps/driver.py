@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ray import tune
 
+from components.manifest import read_manifest
 from study import console
 from study.config import ConfigError, StudyConfig
 from study.data.generate import default_out_dir, generate
@@ -28,6 +29,7 @@ from study.sweeps.plan import PLAN_FILE, SweepPlan, gpus_per_worker, read_plan, 
 from study.sweeps.results import SweepResult, finish
 from study.sweeps.space import SearchSpace, find_search_space, load_search_space
 from study.sweeps.trials import make_tuner, trainable
+from study.tracking.datasets import log_splits
 from study.tracking.params import study_params
 from study.tracking.runs import Tracker
 from study.training.driver import resolve_init, train
@@ -99,6 +101,7 @@ def sweep(
         "table, the best config and Optuna's plots; the best trial's model is registered with the alias 'champion'."
     )
     parent = tracker.start_run(name, config, params, tags, description)
+    log_splits(tracker.client, parent, data_dir, read_manifest(data_dir), ("train", "val"))  # the tests: at the end
     console.say(f"sweep {name}: {tracker.link(parent)}")
     tracker.log_file(parent, space_path, "sweep")
     starts = shared_starts(config, search_space, data_dir, init, tracker)

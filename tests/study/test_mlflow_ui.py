@@ -54,7 +54,9 @@ def test_the_strategy_runs_differ_in_strategy_and_phase_parameters(server, train
     diff = differing(runs)
     assert {"strategy", "init", "phase0.loss.bce", "phase0.loss.pose", "phase0.epochs", "phase0.lr"} <= diff
     assert diff <= {"strategy", "init", "phases"} | {key for key in diff if key.startswith("phase")}
-    for run in [parent, *runs]:
+    sweep_parent = client.search_runs([experiment.experiment_id], "tags.`study.kind` = 'sweep'")
+    for run in [parent, *runs, *sweep_parent]:
+        assert run.inputs.dataset_inputs, run.info.run_name  # the Dataset column is never empty
         tags = run.data.tags
         assert tags["mlflow.user"] and tags["mlflow.source.name"] and tags["mlflow.source.git.commit"]
         assert len(tags["mlflow.note.content"]) > 40  # a description
