@@ -674,6 +674,12 @@ def make_phantom(params: PhantomParams, voxel_size: float = 2.0, subject_id: str
     return Subject(subject_id, hu.astype(np.float32), affine, _landmarks(params, pelvis))
 
 
+def phantom_landmarks(params: PhantomParams) -> np.ndarray:
+    """(8, 3) world mm: the landmarks of the subject ``params`` describe, without building its volume."""
+    pelvis, _ = _placements(params)
+    return _landmarks(params, pelvis)
+
+
 def phantom_subject(seed: int, voxel_size: float = 2.0, subject_id: str | None = None) -> Subject:
     """``make_phantom(sample_phantom_params(seed))``, named ``phantom-{seed:05d}`` by default."""
     name = f"phantom-{seed:05d}" if subject_id is None else subject_id

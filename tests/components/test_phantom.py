@@ -208,3 +208,10 @@ def test_bad_voxel_size_is_rejected(voxel_size):
 def test_params_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         sample_phantom_params(0).scale = 2.0
+
+
+def test_phantom_landmarks_are_those_of_the_built_subject():
+    from components.phantom import make_phantom, phantom_landmarks, sample_phantom_params
+
+    params = sample_phantom_params(11)
+    assert np.array_equal(phantom_landmarks(params), make_phantom(params, voxel_size=6.0).landmarks)
