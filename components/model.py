@@ -175,7 +175,11 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def load_trained_model(path: str | Path) -> TrainedModel:
     """The U-Net of a checkpoint, with its weights, in eval mode, and the decoding it was trained with."""
-    state = load_checkpoint(path)
+    return trained_model(load_checkpoint(path))
+
+
+def trained_model(state: dict) -> TrainedModel:
+    """``load_trained_model`` of a checkpoint's contents already read (``load_checkpoint``)."""
     settings = UNetSettings(**state["settings"])
     network = make_unet(settings)
     network.load_state_dict(state["model"])

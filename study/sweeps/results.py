@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from components.model import load_trained_model
 from study import console
 from study.evaluation.evaluate import evaluate
 from study.evaluation.measure import log_evaluation
@@ -137,7 +138,12 @@ def register_model(plan: SweepPlan, best: TrialRecord, checkpoint: Path, tracker
     run = tracker.client.get_run(best.run_id)
     strategy = run.data.tags.get("study.strategy", "model")
     model_id = run.data.tags.get("study.model_id") or log_unet(
-        tracker.uri, best.run_id, checkpoint, f"unet-{strategy}", config.data.image_size, {"strategy": strategy}
+        tracker.uri,
+        best.run_id,
+        load_trained_model(checkpoint).network,
+        f"unet-{strategy}",
+        config.data.image_size,
+        {"strategy": strategy},
     )
     objective, size = plan.search_space().objective(config), config.data.image_size
     values = ", ".join(

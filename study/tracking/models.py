@@ -11,12 +11,10 @@ import logging
 import os
 from contextlib import contextmanager
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
+import torch
 from mlflow.exceptions import MlflowException
-
-from components.model import load_trained_model
 
 __all__ = ["CHAMPION", "log_unet", "register"]
 
@@ -49,11 +47,10 @@ def active_run(uri: str, run_id: str):
         yield
 
 
-def log_unet(uri: str, run_id: str, checkpoint: str | Path, name: str, image_size: int, params: dict) -> str:
-    """Log the checkpoint's U-Net as the model ``name`` of run ``run_id``; returns its model id."""
+def log_unet(uri: str, run_id: str, network: torch.nn.Module, name: str, image_size: int, params: dict) -> str:
+    """Log the U-Net ``network`` as the model ``name`` of run ``run_id``; returns its model id."""
     import mlflow.pytorch
 
-    network = load_trained_model(checkpoint).network
     example = np.zeros((1, 1, image_size, image_size), dtype=np.float32)
     flavor_log = logging.getLogger("mlflow.pytorch")
     level = flavor_log.level

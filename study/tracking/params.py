@@ -25,7 +25,7 @@ from study.config import StudyConfig
 __all__ = ["Tuned", "param_name", "run_params", "study_params"]
 
 DATA_SETTINGS = ("cohort", "views", "image_size", "poses")
-TRAIN_SETTINGS = ("seed", "batch_size", "checkpoint", "selection_metric", "divergence_factor", "augment")
+TRAIN_SETTINGS = ("batch_size", "checkpoint", "selection_metric", "divergence_factor")  # and seed, augment
 PHASE_NAMES = {"learning_rate": "lr"}
 
 
@@ -45,10 +45,10 @@ def param_name(path: str) -> str:
     ``loss.temperature``, ``train.seed`` -> ``seed``; ``data.*`` as it is."""
     keys = path.split(".")
     if keys[:2] == ["train", "strategies"] and len(keys) > 5 and keys[3] == "phases":
-        index, field, rest = keys[4], keys[5], keys[6:]
-        if field == "losses":
+        index, setting, rest = keys[4], keys[5], keys[6:]
+        if setting == "losses":
             return f"phase{index}.loss." + ".".join(rest)
-        return f"phase{index}." + ".".join([PHASE_NAMES.get(field, field), *rest])
+        return f"phase{index}." + ".".join([PHASE_NAMES.get(setting, setting), *rest])
     if keys[0] == "train":
         return ".".join(keys[1:])
     return path

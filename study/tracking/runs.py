@@ -16,6 +16,7 @@ Everything goes through ``MlflowClient`` with explicit run ids (no global active
 driver, a Ray Train controller or a Tune trial.
 """
 
+import functools
 import getpass
 import os
 import subprocess
@@ -27,7 +28,7 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from components.model import CHECKPOINT_FILE, load_checkpoint
+from components.model import CHECKPOINT_FILE
 from study.config import StudyConfig
 from study.tracking.datasets import SplitDataset
 from study.tracking.links import link_line
@@ -64,9 +65,10 @@ def tracking_uri(config: StudyConfig | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
+@functools.cache
 def git(*arguments: str) -> str:
-    """A git command's output in the repository ('' when git or the repository is missing, e.g. in a Ray job's
-    copy of the working directory)."""
+    """A git command's output in the repository, asked once per process ('' when git or the repository is
+    missing, e.g. in a Ray job's copy of the working directory)."""
     try:
         done = subprocess.run(["git", *arguments], cwd=REPO, capture_output=True, text=True, check=True)
         return done.stdout.strip()
@@ -190,10 +192,10 @@ class Tracker:
         if previous is not None and previous.info.status in ("RUNNING", "FAILED", "KILLED"):
             self.client.update_run(previous.info.run_id, status="RUNNING")
             return previous.info.run_id
-        source = system_tags()
-        if parent_run_id:
-            inherited = self.client.get_run(parent_run_id).data.tags
-            source |= {key: inherited[key] for key in SOURCE_TAGS if key in inherited}
+        inherited = self.client.get_run(parent_run_id).data.tags if parent_run_id else {}
+        source = {key: inherited[key] for key in SOURCE_TAGS if key in inherited}
+        if "mlflow.source.name" not in source:  # no parent, or one logged without them
+            source = system_tags() | source
         display_name = display_name or run_name
         all_tags = source | {RUN_NAME_TAG: run_name, "mlflow.runName": display_name, DESCRIPTION_TAG: description}
         all_tags |= {key: str(value) for key, value in tags.items()}
@@ -205,10 +207,6 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=logged[start : start + 100])
         self.client.log_dict(run.info.run_id, config.model_dump(mode="json"), "config.yaml")
         return run.info.run_id
-
-    def describe(self, run_id: str, description: str) -> None:
-        """Replace the run's description."""
-        self.set_tags(run_id, {DESCRIPTION_TAG: description})
 
     def log_metrics(
         self,
@@ -228,15 +226,15 @@ class Tracker:
         LINKED.add(self.uri)
         return line
 
-    def log_checkpoint(self, run_id: str, folder: str | Path) -> None:
-        """The checkpoint that stands for a run, as its artifact ``checkpoint``: what a fine-tune or an evaluation
-        reads back (weights, architecture, decoding, config, metrics), without the optimizer's state."""
+    def log_checkpoint(self, run_id: str, state: dict) -> None:
+        """The checkpoint that stands for a run (its contents, ``load_checkpoint``), as its artifact ``checkpoint``:
+        what a fine-tune or an evaluation reads back (weights, architecture, decoding, config, metrics), without
+        the optimizer's state."""
         import torch
 
-        state = load_checkpoint(folder)
-        state.pop("optimizer", None)
+        lean_state = {key: value for key, value in state.items() if key != "optimizer"}
         with tempfile.TemporaryDirectory() as lean:
-            torch.save(state, Path(lean) / CHECKPOINT_FILE)
+            torch.save(lean_state, Path(lean) / CHECKPOINT_FILE)
             self.client.log_artifacts(run_id, lean, CHECKPOINT_ARTIFACT)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:

@@ -37,7 +37,7 @@ import torch
 
 from components.dataset import DatasetError
 from components.manifest import read_manifest
-from components.model import CHECKPOINT_FILE, load_checkpoint
+from components.model import CHECKPOINT_FILE, load_checkpoint, trained_model
 from study import console
 from study.config import LAUNCHERS, ConfigError, StudyConfig
 from study.runtime import ensure_ray, ray_is_running
@@ -356,12 +356,13 @@ def finish_tracking(
         best_val.pop(selection, None)
         tracker.log_metrics(result.run_id, best_val, first_step + int(result.best_metrics.get("epoch", 0)))
     if result.checkpoint(which) is not None:
-        tracker.log_checkpoint(result.run_id, result.checkpoint(which))
+        state = load_checkpoint(result.checkpoint(which))  # read once, for the artifact and the model
+        tracker.log_checkpoint(result.run_id, state)
         model_params = {key: params[key] for key in ("strategy", "init", "loss.temperature") if key in params}
         result.model_id = log_unet(
             tracker.uri,
             result.run_id,
-            result.checkpoint(which),
+            trained_model(state).network,
             f"unet-{result.strategy}",
             config.data.image_size,
             model_params,
