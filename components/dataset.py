@@ -8,7 +8,7 @@ column         type                                  meaning
 =============  ====================================  =============================================
 subject_id     string                                the subject of the cohort
 view_id        int32                                 the view, unique within a subject
-split          string                                train, val, novel_view or novel_subject
+split          string                                train, val, novel_view, novel_subject, fluoro
 image          tensor<uint16>[H, W]                  the DRR, min-max scaled to 0..65535, bone bright
 landmarks_2d   tensor<float64>[8, 2]                 (u, v) pixels, as in docs/architecture.md
 visible        fixed_size_list<bool>[8]              landmark inside the image
@@ -30,8 +30,10 @@ import torch
 
 from components.anatomy import N_LANDMARKS
 
-SPLITS = ("train", "val", "novel_view", "novel_subject")
+SPLITS = ("train", "val", "novel_view", "novel_subject", "fluoro")
 TEST_SPLITS = ("novel_view", "novel_subject")  # the paper's; never seen by training or sweeps
+# fluoro: the novel_view and novel_subject views again, imaged by a simulated fluoroscope (study config's
+# ``data.fluoro``); a data set has it only when that is set.
 MANIFEST_NAME = "manifest.json"
 
 

@@ -30,6 +30,7 @@ from nanodrr.drr import render as nanodrr_render
 from torchio import ScalarImage
 
 from components import geometry
+from components.fluoroscopy import linear_attenuation
 from components.geometry import Camera
 from components.subject import Subject
 
@@ -338,6 +339,23 @@ class SubjectRenderer:
     def render_images(self, poses: torch.Tensor) -> torch.Tensor:
         """(B, H, W) float32 DRRs of (B, 6) poses, ``poses_per_call`` at a time."""
         return torch.cat([self.drr(chunk).cpu() for chunk in poses.split(self.poses_per_call)])
+
+    @torch.no_grad()
+    def render_attenuation(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tau_soft, tau_bone): two (B, H, W) float32 optical depths of (B, 6) poses, the line integrals of the
+        subject's soft-tissue and bone attenuation (``fluoroscopy.linear_attenuation``: physical units, not
+        DiffDRR's normalised density). The renderer's own volume is swapped for each part, then restored."""
+        soft, bone = linear_attenuation(torch.from_numpy(clipped_hu(self.subject)))
+        density = self.drr.density
+        kept = density.clone()
+        try:
+            depths = []
+            for part in (soft, bone):
+                density.copy_(part.to(density.device, density.dtype))
+                depths.append(self.render_images(poses))
+        finally:
+            density.copy_(kept)
+        return depths[0], depths[1]
 
     def project_landmarks(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 8, 2) float64 pixel coordinates and (B, 8) visibility of the landmarks for (B, 6) poses."""

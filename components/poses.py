@@ -9,6 +9,15 @@ import torch
 
 from components import geometry
 
+# The field's difficulty levels: (rotation_deg, translation_mm) half-ranges of the ZXY Euler angles and the
+# offsets. "paper": the paper's ±15° (with this platform's default offsets); "hard": the paper's lab's
+# code (±45° LAO/RAO and cranio-caudal, ±15° in-plane, ±50 mm); "medium": between the two.
+POSE_LEVELS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "paper": ((15.0, 15.0, 15.0), (20.0, 40.0, 20.0)),
+    "medium": ((30.0, 30.0, 30.0), (35.0, 45.0, 35.0)),
+    "hard": ((45.0, 45.0, 15.0), (50.0, 50.0, 50.0)),
+}
+
 
 @dataclass(frozen=True)
 class PoseRanges:

@@ -17,6 +17,7 @@ import torch
 
 from components import heatmaps, metrics, registration
 from components.augment import IntensityRanges, apply_intensity, sample_intensity
+from components.fluoroscopy import Fluoroscope
 from components.geometry import Camera
 from components.heatmaps import Decoding
 
@@ -40,15 +41,22 @@ def make_batch(
     device: torch.device | str = "cpu",
     augment: IntensityRanges | None = None,
     augment_seeds: np.ndarray | None = None,
+    randomize: Fluoroscope | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The batch of the rows at ``indices``; with ``augment``, each image gets its seed's intensity change."""
+    """The batch of the rows at ``indices``. With ``randomize``, each image is first imaged by its seed's draw of
+    that fluoroscope (domain randomization); with ``augment``, it then gets its seed's intensity change."""
     image = torch.from_numpy(rows["image"][indices].astype(np.float32) / 65535.0)[:, None]
-    if augment is not None:
+    if augment is not None or randomize is not None:
         if augment_seeds is None or len(augment_seeds) != len(indices):
             raise ValueError("augmentation needs one seed per row")
-        image = torch.stack(
-            [apply_intensity(one, sample_intensity(int(seed), augment)) for one, seed in zip(image, augment_seeds)]
-        )
+        changed = []
+        for one, seed in zip(image, augment_seeds):
+            if randomize is not None:
+                one = randomize.of_drr(one, randomize.sample(int(seed)))
+            if augment is not None:
+                one = apply_intensity(one, sample_intensity(int(seed), augment))
+            changed.append(one)
+        image = torch.stack(changed)
     return {
         "image": image.to(device),
         "landmarks_2d": torch.from_numpy(rows["landmarks_2d"][indices].astype(np.float32)).to(device),
@@ -84,10 +92,13 @@ def worker_share(batch: np.ndarray, rank: int, world_size: int) -> slice:
     return slice(rank * size, (rank + 1) * size)
 
 
-def augmentation_seeds(seed: int, epoch: int, step: int, size: int) -> np.ndarray:
-    """(size,) seeds of one (global) batch's augmentations, from (seed, epoch, step): the same on any number of
-    workers (each takes its ``worker_share``)."""
-    return np.random.default_rng([seed, epoch, step, 1]).integers(0, 2**31 - 1, size)
+def augmentation_seeds(seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
+    """(B,) the augmentation seeds of the rows at ``indices`` in one epoch, from (seed, epoch, row): an image
+    gets the same draw whatever its batch and however many workers share it."""
+    return np.array(
+        [np.random.SeedSequence([seed, epoch, int(row), 1]).generate_state(1)[0] >> 1 for row in indices],
+        dtype=np.int64,
+    )
 
 
 class DivergenceGuard:

@@ -17,10 +17,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components.augment import IntensityRanges
+from components.dataset import TEST_SPLITS
+from components.fluoroscopy import Fluoroscope
 from components.geometry import Camera, rescale
 from components.losses import LOSSES, LossContext, LossSettings
 from components.model import UNetSettings
-from components.poses import PoseRanges
+from components.poses import POSE_LEVELS, PoseRanges
 from components.training import SELECTION_METRICS
 
 __all__ = [
@@ -110,13 +112,27 @@ class DetectorConfig(Strict):
 
 
 class PosesConfig(Strict):
-    """Uniform pose ranges around the AP view."""
+    """Uniform pose ranges around the AP view: a named difficulty ``level`` (``poses.POSE_LEVELS``: the
+    paper's ±15°, medium ±30°, hard ±45/±45/±15° with ±50 mm) or the half-ranges themselves."""
 
-    rotation_deg: tuple[float, float, float]
-    translation_mm: tuple[float, float, float]
+    level: Literal[tuple(POSE_LEVELS)] | None = None
+    rotation_deg: tuple[float, float, float] | None = None
+    translation_mm: tuple[float, float, float] | None = None
     source_to_isocenter: float = Field(gt=0)
 
+    @model_validator(mode="after")
+    def a_level_or_ranges(self):
+        given = [name for name in ("rotation_deg", "translation_mm") if getattr(self, name) is not None]
+        if self.level is not None and given:
+            raise ValueError(f"poses.level {self.level!r} sets the ranges: drop {', '.join(given)}")
+        if self.level is None and len(given) < 2:
+            raise ValueError("poses needs a level or both rotation_deg and translation_mm")
+        return self
+
     def ranges(self) -> PoseRanges:
+        if self.level is not None:
+            rotation, translation = POSE_LEVELS[self.level]
+            return PoseRanges(rotation, translation, self.source_to_isocenter)
         return PoseRanges(self.rotation_deg, self.translation_mm, self.source_to_isocenter)
 
 
@@ -137,6 +153,15 @@ class DataConfig(Strict):
     shard_size: int = Field(25, ge=1, description="views per Parquet shard")
     workers: int | None = Field(None, ge=1, description="rendering actors (default: one per CPU)")
     use_gpu: bool | None = Field(None, description="render on GPUs (default: when Ray has any)")
+    fluoro: Fluoroscope | None = Field(
+        None,
+        description="the fluoro test split: the novel_view and novel_subject views again, rendered as attenuation "
+        "and imaged by this fluoroscope, one fixed draw per image (None: no fluoro split)",
+    )
+
+    def test_splits(self) -> tuple[str, ...]:
+        """The splits a model is tested on: the paper's two, and ``fluoro`` when the data set has it."""
+        return (*TEST_SPLITS, "fluoro") if self.fluoro is not None else TEST_SPLITS
 
     def render_camera(self) -> Camera:
         """The detector rescaled to the training resolution (rendering happens at that size)."""
@@ -173,6 +198,11 @@ class StrategyConfig(Strict):
 
     init: str | None = None
     phases: list[PhaseConfig] = Field(min_length=1)
+    randomize: Fluoroscope | None = Field(
+        None,
+        description="domain randomization: each training image through this fluoroscope, drawn per "
+        "(seed, epoch, image) (None: the clean DRRs)",
+    )
 
 
 class TrainConfig(Strict):

@@ -38,6 +38,7 @@ data:
     source_to_isocenter: 800.0
   renderer: {name: trilinear}
   shard_size: 2
+  fluoro: {shutters: {fraction: [0.1, 0.1], probability: 1.0}}
 """
 
 TRAIN_CONFIG = """

@@ -22,7 +22,7 @@ import torch
 from components import geometry, manifest
 from components.cohort import SubjectSource, assign_splits, folder_cohort, phantom_cohort
 from components.dataset import SPLITS, DatasetError, DRRRows, shard_row_count, write_shard
-from components.poses import sample_poses
+from components.poses import sample_poses, view_seed
 from study import console
 from study.config import StudyConfig
 from study.runtime import ensure_ray
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from components.drr import SubjectRenderer
 
 __all__ = ["default_out_dir", "generate", "plan_shards"]
+
+FLUORO_STREAM = 7  # tells the fluoroscope's draws apart from the pose draws of the same (seed, subject, view)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ def plan_shards(config: StudyConfig) -> list[ShardPlan]:
     """Every shard of the data set, subject by subject.
 
     View ids are per subject: a training subject's views ``0..train-1`` are the train split and the
-    next ``novel_view`` ids its novel views; val and novel_subject subjects use ids from 0.
+    next ``novel_view`` ids its novel views; val and novel_subject subjects use ids from 0. With
+    ``data.fluoro``, the ``fluoro`` split repeats the novel_view and novel_subject views (same ids,
+    same poses) through the fluoroscope.
     """
     views = config.data.views
     size = config.data.shard_size
@@ -76,13 +80,18 @@ def plan_shards(config: StudyConfig) -> list[ShardPlan]:
     def add(split: str, source: SubjectSource, start: int, stop: int):
         plans.extend(ShardPlan(split, source, a, min(a + size, stop)) for a in range(start, stop, size))
 
+    fluoro = config.data.fluoro is not None
     for source in by_split["train"]:
         add("train", source, 0, views.train)
         add("novel_view", source, views.train, views.train + views.novel_view)
+        if fluoro:
+            add("fluoro", source, views.train, views.train + views.novel_view)
     for source in by_split["val"]:
         add("val", source, 0, views.val)
     for source in by_split["novel_subject"]:
         add("novel_subject", source, 0, views.novel_subject)
+        if fluoro:
+            add("fluoro", source, 0, views.novel_subject)
     return plans
 
 
@@ -118,20 +127,40 @@ def render_shard(plan: ShardPlan, renderer: "SubjectRenderer", config: StudyConf
 
     view_ids = list(range(plan.view_start, plan.view_stop))
     poses = sample_poses(config.seed, plan.source.subject_id, view_ids, config.data.poses.ranges())
-    views = renderer.render(poses)
+    if plan.split == "fluoro":
+        landmarks_2d, visible = renderer.project_landmarks(poses)
+        images = fluoro_images(renderer, poses, config, plan.source.subject_id, view_ids)
+    else:
+        views = renderer.render(poses)
+        images, landmarks_2d, visible = views.images, views.landmarks_2d, views.visible
     count = len(view_ids)
     intrinsics = geometry.make_k(renderer.camera).numpy()
     return DRRRows(
         subject_id=np.full(count, plan.source.subject_id, dtype=object),
         view_id=np.asarray(view_ids, dtype=np.int32),
         split=np.full(count, plan.split, dtype=object),
-        image=to_uint16(views.images),
-        landmarks_2d=views.landmarks_2d.numpy(),
-        visible=views.visible.numpy(),
+        image=to_uint16(images),
+        landmarks_2d=landmarks_2d.numpy(),
+        visible=visible.numpy(),
         landmarks_3d=np.broadcast_to(renderer.subject.landmarks, (count, *renderer.subject.landmarks.shape)).copy(),
         pose=poses.numpy(),
         intrinsics=np.broadcast_to(intrinsics, (count, 3, 3)).copy(),
     )
+
+
+def fluoro_images(
+    renderer: "SubjectRenderer", poses: torch.Tensor, config: StudyConfig, subject_id: str, view_ids: list[int]
+) -> torch.Tensor:
+    """(B, H, W) the fluoroscope's images of the views: soft-tissue and bone attenuation rendered, then one draw of
+    ``data.fluoro`` per image, seeded by (study seed, subject, view), so every model meets the same images."""
+    fluoroscope = config.data.fluoro
+    tau_soft, tau_bone = renderer.render_attenuation(poses)
+    images = []
+    for index, view_id in enumerate(view_ids):
+        entropy = [*view_seed(config.seed, subject_id, view_id), FLUORO_STREAM]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        images.append(fluoroscope.of_attenuation(tau_soft[index], tau_bone[index], fluoroscope.sample(seed)))
+    return torch.stack(images)
 
 
 class ShardWriter:

@@ -179,11 +179,11 @@ def train_phases(loop_config: dict, worker: Worker) -> dict:
         batches = training.epoch_batches(
             training.row_count(train_rows), train_config.batch_size, seed, epoch, phase.steps_per_epoch
         )
-        augment = train_config.augment
-        for step, global_batch in enumerate(batches):
-            share = training.worker_share(global_batch, rank, world_size)
-            seeds = training.augmentation_seeds(seed, epoch, step, len(global_batch))[share] if augment else None
-            batch = training.make_batch(train_rows, global_batch[share], device, augment, seeds)
+        augment, randomize = train_config.augment, train_config.strategies[strategy].randomize
+        for global_batch in batches:
+            mine = global_batch[training.worker_share(global_batch, rank, world_size)]
+            seeds = training.augmentation_seeds(seed, epoch, mine) if augment or randomize else None
+            batch = training.make_batch(train_rows, mine, device, augment, seeds, randomize)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = ddp_model(batch["image"])
             loss, parts = loss_function(logits.float(), batch, loss_context)

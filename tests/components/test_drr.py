@@ -18,6 +18,7 @@ from components.drr import (
     register,
     to_uint16,
 )
+from components.fluoroscopy import WATER_MU
 from components.geometry import Camera
 from components.phantom import phantom_subject
 from components.subject import Subject, center_affine, world_to_voxel
@@ -221,3 +222,18 @@ def test_an_edit_of_a_renderers_density_shows_in_its_next_render(small_subject, 
     assert drr.drr.density.shape == small_subject.hu.shape and drr.render_images(pose).max() > 10
     drr.drr.density.zero_()
     assert drr.render_images(pose).abs().max() == 0
+
+
+@pytest.mark.parametrize("renderer", sorted(RENDERERS))
+def test_attenuation_renders_in_physical_units_and_leaves_the_drr_alone(renderer):
+    """A 40 mm water cube with an 8 mm bone core (1100 HU): the central ray's depths are mu * length."""
+    hu = np.full((40, 40, 40), -1000.0, dtype=np.float32)
+    hu[10:30, 10:30, 10:30], hu[18:22, 18:22, 18:22] = 0.0, 1100.0
+    cube = Subject("cube", hu, center_affine(np.diag([2.0, 2.0, 2.0, 1.0]), hu.shape), np.zeros((8, 3)))
+    drr = SubjectRenderer(cube, Camera(sdd=1020.0, height=32, width=32, delx=4.0, dely=4.0), renderer=renderer)
+    pose = geometry.ap_pose(800.0)
+    before = drr.render_images(pose)
+    soft, bone = drr.render_attenuation(pose)
+    assert soft.max().item() == pytest.approx(WATER_MU * (32 + 8 * 1.1), rel=0.03)
+    assert bone.max().item() == pytest.approx(WATER_MU * 1.0 * 8, rel=0.03)
+    assert torch.equal(drr.render_images(pose), before)

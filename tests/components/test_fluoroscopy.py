@@ -1,6 +1,7 @@
 """X-ray physics after the line integral: each effect does what it says, zero strength is the identity,
 the same seed gives the same image, and a bad range is refused naming the setting."""
 
+import dataclasses
 import re
 
 import pytest
@@ -9,13 +10,18 @@ import torch
 from components.fluoroscopy import (
     DetectorBlur,
     Draw,
+    Fluoroscope,
+    Harmonization,
     HeelEffect,
     IntensifierField,
     QuantumNoise,
     Scatter,
     Shutters,
+    auto_window,
     fluoro_image,
+    linear_attenuation,
 )
+from components.fluoroscopy import WATER_MU
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -138,6 +144,10 @@ def test_an_effect_with_probability_zero_is_never_drawn_and_one_always():
         (lambda: HeelEffect(strength=(0.0, float("inf"))), "HeelEffect.strength"),
         (lambda: IntensifierField(vignetting=(0.0, 2.0)), "IntensifierField.vignetting"),
         (lambda: DetectorBlur(sigma_px=(float("nan"), 1.0)), "DetectorBlur.sigma_px"),
+        (lambda: Harmonization(strength=(0.0, 1.5)), "Harmonization.strength"),
+        (lambda: Fluoroscope(bone=(1.5, 1.0)), "Fluoroscope.bone must be a range"),
+        (lambda: Fluoroscope(depth=(0.0, 5.0)), "Fluoroscope.depth must be a range with 0.01 <= low"),
+        (lambda: Fluoroscope(clip=(0.0, 0.5)), "Fluoroscope.clip"),
         (lambda: fluoro_image(depth(), window=(1.0, 1.0)), "window must be (low, high) with low < high"),
         (lambda: fluoro_image(depth(), dose=0.0), "dose must be a positive number"),
     ],
@@ -145,3 +155,51 @@ def test_an_effect_with_probability_zero_is_never_drawn_and_one_always():
 def test_bad_settings_are_refused_naming_the_setting(make, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         make()
+
+
+def test_linear_attenuation_follows_the_hounsfield_scale_and_splits_off_bone():
+    hu = torch.tensor([-1000.0, -100.0, 0.0, 100.0, 1100.0, 3000.0])
+    soft, bone = linear_attenuation(hu)
+    assert torch.allclose(soft + bone, WATER_MU * (1 + hu / 1000))  # mu = mu_water (1 + HU / 1000)
+    assert soft[0] == 0 and torch.all(bone[:4] == 0) and bone[4] == pytest.approx(WATER_MU * 1.0)
+    assert torch.all(soft[3:] == soft[3])  # above the split, all of the excess is bone
+
+
+def test_a_fluoroscope_draw_is_reproducible_and_its_bone_multiplier_scales_the_bone_only():
+    fluoroscope = Fluoroscope(noise=None, scatter=None, harmonization=None, shutters=None, field=None, heel=None)
+    soft, bone = depth(), torch.zeros(64, 64)
+    bone[20:30, 20:30] = 0.5
+    draw = fluoroscope.sample(3)
+    assert fluoroscope.sample(3) == draw and fluoroscope.sample(4) != draw
+    heavier = dataclasses.replace(draw, bone=2 * draw.bone)
+    same_soft = fluoroscope.of_attenuation(soft, torch.zeros_like(bone), draw)
+    assert torch.equal(same_soft, fluoroscope.of_attenuation(soft, torch.zeros_like(bone), heavier))
+    light, heavy = fluoroscope.of_attenuation(soft, bone, draw), fluoroscope.of_attenuation(soft, bone, heavier)
+
+    def contrast(image):  # the bone against the soft tissue just around it
+        return (image[22:28, 22:28].mean() - image[14:36, 14:36].mean()).item()
+
+    assert contrast(heavy) > 1.3 * contrast(light) > 0
+
+
+def test_a_fluoroscope_image_lies_in_0_1_with_its_blanked_pixels_at_1():
+    fluoroscope = Fluoroscope(shutters=Shutters(fraction=(0.1, 0.1), probability=1.0))
+    image = fluoroscope.of_drr(depth(), fluoroscope.sample(0))
+    assert image.min() >= 0 and image.max() <= 1
+    assert torch.all(image[:, :6] == 1) and torch.all(image[:6, :] == 1)  # 10% of 64 px behind each shutter
+    assert image[20:44, 20:44].std() > 0.05  # the anatomy is still there
+
+
+def test_harmonization_at_zero_strength_is_the_identity_and_flattens_slow_gradients():
+    tau = depth()
+    assert torch.equal(Harmonization().apply(tau, Draw({"strength": 0.0, "sigma_px": 8.0})), tau)
+    ramp = torch.linspace(0, 4, 64).expand(64, 64)
+    flattened = Harmonization().apply(ramp, Draw({"strength": 0.9, "sigma_px": 8.0}))
+    assert (flattened[:, 40] - flattened[:, 20]).mean() < 0.2 * (ramp[:, 40] - ramp[:, 20]).mean()
+
+
+def test_the_auto_window_spans_the_finite_pixels_and_blanks_nan():
+    values = torch.linspace(2.0, 5.0, 100).reshape(10, 10)
+    values[0, 0] = float("nan")
+    windowed = auto_window(values, clip=0.0)
+    assert windowed[0, 0] == 1 and windowed[0, 1] == 0 and windowed[-1, -1] == pytest.approx(1.0)

@@ -6,6 +6,7 @@ import torch
 
 from components import geometry, training
 from components.augment import IntensityRanges
+from components.fluoroscopy import Fluoroscope
 from components.geometry import Camera
 from components.heatmaps import Decoding
 from components.model import UNetSettings, make_unet
@@ -32,7 +33,7 @@ def test_make_batch_scales_images_and_keeps_dtypes():
 
 def test_augmented_batches_are_reproducible_from_their_seeds():
     rows = make_rows(3)
-    seeds = training.augmentation_seeds(0, 1, 0, 3)
+    seeds = training.augmentation_seeds(0, 1, np.arange(3))
     a = training.make_batch(rows, np.arange(3), augment=IntensityRanges(), augment_seeds=seeds)
     b = training.make_batch(rows, np.arange(3), augment=IntensityRanges(), augment_seeds=seeds)
     plain = training.make_batch(rows, np.arange(3))
@@ -40,6 +41,28 @@ def test_augmented_batches_are_reproducible_from_their_seeds():
     assert torch.equal(a["landmarks_2d"], plain["landmarks_2d"])
     with pytest.raises(ValueError, match="one seed per row"):
         training.make_batch(rows, np.arange(3), augment=IntensityRanges())
+
+
+def test_an_images_augmentation_seed_depends_on_seed_epoch_and_row_not_on_its_batch():
+    seeds = training.augmentation_seeds(0, 1, np.array([5, 2, 9]))
+    assert np.array_equal(training.augmentation_seeds(0, 1, np.array([9, 5])), seeds[[2, 0]])
+    assert not np.array_equal(training.augmentation_seeds(0, 2, np.array([5, 2, 9])), seeds)
+    assert not np.array_equal(training.augmentation_seeds(1, 1, np.array([5, 2, 9])), seeds)
+
+
+def test_randomized_batches_are_fluoroscope_images_reproducible_from_their_seeds():
+    rows = make_rows(3)
+    seeds = training.augmentation_seeds(0, 1, np.arange(3))
+    fluoroscope = Fluoroscope()
+    a = training.make_batch(rows, np.arange(3), augment_seeds=seeds, randomize=fluoroscope)
+    b = training.make_batch(rows, np.arange(3), augment_seeds=seeds, randomize=fluoroscope)
+    assert torch.equal(a["image"], b["image"])
+    drr = torch.from_numpy(rows["image"][1] / 65535.0).float()
+    expected = fluoroscope.of_drr(drr, fluoroscope.sample(int(seeds[1])))
+    assert torch.allclose(a["image"][1, 0], expected)
+    assert a["image"].min() >= 0 and a["image"].max() <= 1
+    with pytest.raises(ValueError, match="one seed per row"):
+        training.make_batch(rows, np.arange(3), randomize=fluoroscope)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 4])

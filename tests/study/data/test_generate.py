@@ -34,7 +34,7 @@ def test_manifest_counts_rows_per_split(tiny_dataset):
     config, folder = tiny_dataset
     manifest = read_manifest(folder)
     assert manifest["status"] == "complete"
-    assert manifest["rows"] == {"train": 8, "novel_view": 4, "val": 3, "novel_subject": 3}
+    assert manifest["rows"] == {"train": 8, "novel_view": 4, "val": 3, "novel_subject": 3, "fluoro": 7}
     assert len(manifest["shards"]) == len(plan_shards(config))
     assert all(len(shard["sha256"]) == 64 for shard in manifest["shards"])
 
@@ -82,8 +82,24 @@ def test_splits_follow_the_design(tiny_dataset):
     novel_views = set(zip(rows["novel_view"].subject_id, rows["novel_view"].view_id))
     assert not train_views & novel_views
     assert len(train_views) == len(rows["train"])
-    poses = np.concatenate([rows[s].pose for s in SPLITS])
+    poses = np.concatenate([rows[s].pose for s in SPLITS if s != "fluoro"])
     assert len(np.unique(poses.round(9), axis=0)) == len(poses)
+
+
+def test_the_fluoro_split_is_the_test_views_again_through_the_fluoroscope(tiny_dataset):
+    _, folder = tiny_dataset
+    fluoro = read_split(folder, "fluoro")
+    clean = [read_split(folder, split) for split in ("novel_view", "novel_subject")]
+    keys = lambda rows: list(zip(rows.subject_id, rows.view_id))  # noqa: E731
+    assert keys(fluoro) == keys(clean[0]) + keys(clean[1])
+    for name in ("pose", "landmarks_2d", "visible", "landmarks_3d"):
+        assert np.array_equal(getattr(fluoro, name), np.concatenate([getattr(rows, name) for rows in clean]))
+    images, twins = fluoro.image.astype(float), np.concatenate([rows.image for rows in clean]).astype(float)
+    # the shutters (10% per side, always in) blank the border; the displayed image is another one
+    assert np.all(fluoro.image[:, :4, :] == 65535) and np.all(fluoro.image[:, :, -4:] == 65535)
+    inner = (slice(None), slice(8, 40), slice(8, 40))
+    assert all(np.abs(a - b).mean() > 1000 for a, b in zip(images[inner], twins[inner]))  # not the clean image
+    assert all(image.std() > 2000 for image in images[inner])  # nor a blank one
 
 
 def test_same_config_again_renders_nothing(tiny_dataset):
@@ -188,3 +204,13 @@ def test_a_bad_real_subject_fails_with_one_line_naming_it(tiny_config_path, tmp_
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: subject ct1:") and "unknown landmark name 'ASIS_left'" in error
     assert "\n" not in error and error.count("subject ct1") == 1
+
+
+def test_preview_draws_clean_beside_fluoro_when_the_data_set_has_the_split(tiny_dataset, tmp_path, capsys):
+    from PIL import Image
+
+    _, folder = tiny_dataset
+    assert main(["preview", "--data", str(folder), "--out", str(tmp_path / "sheet.png"), "--count", "4"]) == 0
+    assert "sheet_fluoro.png (clean beside fluoro)" in capsys.readouterr().out
+    with Image.open(tmp_path / "sheet_fluoro.png") as sheet:
+        assert sheet.width > 600 and sheet.height > 200  # 2 pairs: one line of 4 panels
