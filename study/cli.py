@@ -61,11 +61,14 @@ def cmd_generate(args) -> None:
 
 
 def cmd_preview(args) -> None:
-    from study.data.preview import export_images, write_preview
+    from study.data.preview import export_images, write_fluoro_preview, write_preview
 
     with command_session(args, None):
         out = write_preview(args.data, args.out or Path(args.data) / "preview.png", count=args.count)
         console.say(f"preview: {out}")
+        side_by_side = write_fluoro_preview(args.data, out.with_name(f"{out.stem}_fluoro.png"), pairs=args.count // 2)
+        if side_by_side is not None:
+            console.say(f"preview: {side_by_side} (clean beside fluoro)")
         if args.export:
             written = export_images(args.data, args.export, count=args.count)
             console.say(f"preview: {len(written)} DRRs as 16-bit PNG in {args.export}")
@@ -189,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = command("evaluate", "a trained model on the test splits (RMSE, pose errors), logged to its MLflow run")
     evaluate.add_argument("--run", required=True, help="an MLflow run id, or a checkpoint folder")
-    evaluate.add_argument("--splits", nargs="+", default=list(TEST_SPLITS), choices=["val", *TEST_SPLITS])
+    evaluate.add_argument(
+        "--splits", nargs="+", choices=["val", *TEST_SPLITS, "fluoro"], help="default: the data set's test splits"
+    )
     add_config_arguments(evaluate, required=False, otherwise="default: the one stored in the checkpoint")
     evaluate.add_argument("--data", help="data set folder (default: data/<config name>)")
     evaluate.add_argument("--out", help="output folder (default: evaluations/<run id or checkpoint name>)")

@@ -23,14 +23,20 @@ from study.evaluation.table import DIVERGED, LANDMARK_COLUMNS, Outcome, aligned_
 
 __all__ = ["claims", "compare_strategies", "comparison_markdown", "comparisons_markdown", "default_pairs"]
 
+RANDOMIZED = "randomized_"  # the prefix of a strategy trained with domain randomization beside its clean twin
 COMPOSITE_RATIO = (2.1, 2.4)  # the paper: "approximately 2.4 and 2.1 times increases in error relative to the baseline"
 
 
 def default_pairs(strategies: list[str]) -> list[tuple[str, str]]:
-    """Every strategy against ``baseline``, and ``finetune`` against each control (``finetune_*``)."""
+    """Every strategy against ``baseline``, ``finetune`` against each control (``finetune_*``), and each
+    ``randomized_<name>`` (domain randomization) against its clean twin ``<name>`` when it is not the baseline."""
     pairs = [(name, "baseline") for name in strategies if name != "baseline"] if "baseline" in strategies else []
     if "finetune" in strategies:
         pairs += [("finetune", name) for name in strategies if name.startswith("finetune_")]
+    for name in strategies:
+        twin = name.removeprefix(RANDOMIZED)
+        if name.startswith(RANDOMIZED) and twin in strategies and twin != "baseline":
+            pairs.append((name, twin))
     return pairs
 
 

@@ -9,7 +9,6 @@ metrics (``<split>_<metric>`` for argmax, the paper's, ``<split>_soft_<metric>``
 
 from pathlib import Path
 
-from components.dataset import TEST_SPLITS
 from study import console
 from study.config import StudyConfig
 from study.data.generate import default_out_dir
@@ -32,11 +31,13 @@ def evaluate(
     reference: str,
     config: StudyConfig | None = None,
     data_dir: str | Path | None = None,
-    splits=TEST_SPLITS,
+    splits=None,
     out_dir: str | Path | None = None,
 ) -> dict:
-    """Evaluate, write the files, log them to the model's MLflow run; returns the summaries."""
+    """Evaluate on ``splits`` (default: the data set's test splits), write the files, log them to the model's
+    MLflow run; returns the summaries."""
     checkpoint, run_id, config = resolve_model(reference, config)
+    splits = config.data.test_splits() if splits is None else splits
     data_dir = Path(data_dir or default_out_dir(config))
     out_dir = Path(out_dir or default_evaluation_folder(reference))
     records, summaries = evaluate_checkpoint(checkpoint, config, data_dir, splits)

@@ -8,7 +8,6 @@ error of every landmark and the pose registered from them (``components.evaluati
 from pathlib import Path
 
 from components import evaluation, training
-from components.dataset import TEST_SPLITS
 from components.manifest import read_manifest
 from components.model import load_trained_model
 from study.config import StudyConfig
@@ -20,9 +19,11 @@ __all__ = ["evaluate_checkpoint", "log_evaluation", "metric_names"]
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, config: StudyConfig, data_dir: str | Path, splits=TEST_SPLITS
+    checkpoint: str | Path, config: StudyConfig, data_dir: str | Path, splits=None
 ) -> tuple[list[dict], dict]:
-    """Per-image records and summaries ``{split: {method: {metric: value}}}`` of a checkpoint."""
+    """Per-image records and summaries ``{split: {method: {metric: value}}}`` of a checkpoint on ``splits``
+    (default: the data set's test splits, ``data.test_splits()``)."""
+    splits = config.data.test_splits() if splits is None else splits
     model = load_trained_model(checkpoint)
     camera = config.data.render_camera()
     records, summaries = [], {}

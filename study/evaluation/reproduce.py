@@ -83,7 +83,7 @@ def trivial_records(config: StudyConfig, data_dir: Path) -> tuple[list[dict], fl
     must beat by the selection metric's measure, ``val_rmse_px``)."""
     train_rows, camera = split_columns(data_dir, "train"), config.data.render_camera()
     records = []
-    for split in TEST_SPLITS:
+    for split in config.data.test_splits():
         rows, columns = split_rows(data_dir, split), split_columns(data_dir, split)
         ids = {"subject_id": rows.subject_id, "view_id": rows.view_id, "split": rows.split}
         predicted = evaluation.mean_position_predictions(train_rows, columns, camera)
@@ -119,12 +119,12 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
     description = (
         f"Reproduction of the paper's Table 1: strategies {', '.join(strategies)} for training seeds "
         f"{', '.join(map(str, seeds))} on data set {data_dir.name}, evaluated at the {config.train.checkpoint} "
-        "checkpoint on novel_view and novel_subject. Its children are the strategy runs. Artifacts: table1/ "
+        f"checkpoint on {', '.join(config.data.test_splits())}. Its children are the strategy runs. Artifacts: table1/ "
         "(Table 1, the comparisons with intervals, the paper's claims with verdicts, plots), per_image/ (the records "
         "everything is computed from) and the tables table1.json and comparisons.json."
     )
     parent = tracker.start_run(f"{config.name}-reproduce", config, params, {"study.kind": "reproduce"}, description)
-    log_splits(tracker.client, parent, data_dir, read_manifest(data_dir), ("train", "val", *TEST_SPLITS))
+    log_splits(tracker.client, parent, data_dir, read_manifest(data_dir), ("train", "val", *config.data.test_splits()))
     console.say(f"reproduce: {tracker.link(parent)}")
     which = config.train.checkpoint
     trivial, trivial_val = trivial_records(config, data_dir)
@@ -156,9 +156,10 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
             tracker.set_tags(result.run_id, {"study.div": div})
         outcomes.append(Outcome(strategy, seed, records, div))
 
-    rows = table_1(outcomes, trivial, config)
-    notes = footnotes(outcomes, config)
-    comparisons = compare_strategies(outcomes, config)
+    splits = config.data.test_splits()
+    rows = table_1(outcomes, trivial, config, splits)
+    notes = footnotes(outcomes, config, splits)
+    comparisons = compare_strategies(outcomes, config, splits)
     verdicts = claims(outcomes, comparisons, config)
     table = markdown(rows, notes, seeds_of(config), which)
     report = comparison_markdown(rows, comparisons, verdicts, config)

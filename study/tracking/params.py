@@ -7,7 +7,8 @@ what a person compares in the UI (Compare, "Show diff only"; parallel coordinate
   ``data.image_size``, ``data.poses.rotation_deg`` (lists as ``15,15,15``), ``data.renderer.name``;
 - the model and the losses' and decoding settings: ``model.encoder``, ``loss.temperature``, ...;
 - training: ``seed``, ``batch_size``, ``checkpoint``, ``selection_metric``, ``augment``, ...;
-- a strategy run's own: ``strategy``, ``init`` (``random`` for none) and per phase
+- a strategy run's own: ``strategy``, ``init`` (``random`` for none), ``randomize`` (on: domain
+  randomization, its settings in ``config.yaml``) and per phase
   ``phase<i>.loss.<name>`` (the weight of every registered loss, 0 for one the phase does not use),
   ``phase<i>.epochs``, ``phase<i>.lr``, ``phase<i>.optimizer``, ...
 
@@ -77,6 +78,7 @@ def study_params(config: StudyConfig) -> dict[str, str]:
     raw = config.model_dump(mode="json")
     paths = {f"data.{key}": raw["data"][key] for key in DATA_SETTINGS}
     paths["data.renderer.name"] = raw["data"]["renderer"]["name"]
+    paths["data.fluoro"] = "on" if raw["data"]["fluoro"] else "off"  # its settings: config.yaml
     if config.train is not None:
         train = raw["train"]
         paths |= {"train.model": train["model"], "train.loss": train["loss"]}
@@ -93,6 +95,7 @@ def run_params(config: StudyConfig, strategy: str, init: str | None, tuned: Tune
     """A strategy run's parameters: the study's, then ``strategy``, ``init`` and its phases; a sweep trial's
     tuned values under their short names, in place of the parameters of the paths they set."""
     params = study_params(config) | {"strategy": strategy, "init": init or "random"}
+    params["randomize"] = "on" if config.train.strategies[strategy].randomize else "off"
     phases = config.train.strategies[strategy].phases
     params["phases"] = str(len(phases))
     for index, phase in enumerate(phases):

@@ -65,7 +65,14 @@ def test_presets_have_the_papers_four_strategies_and_two_controls(preset):
     config = load_config(preset)
     train = config.train
     six = ["baseline", "composite", "pose_only", "finetune", "finetune_bce", "finetune_landmark"]
-    assert set(train.strategies) == set(six) and config.reported_strategies() == six
+    twins = ["randomized_baseline", "randomized_finetune"]  # the sim-to-real experiment: the same, randomized
+    assert set(train.strategies) == set(six + twins) and config.reported_strategies() == six + twins
+    for twin in twins:
+        clean = train.strategies[twin.removeprefix("randomized_")]
+        assert train.strategies[twin].randomize is not None and clean.randomize is None
+        assert train.strategies[twin].phases == clean.phases
+        assert train.strategies[twin].init == (clean.init and f"randomized_{clean.init}")
+    assert config.data.test_splits() == ("novel_view", "novel_subject", "fluoro")
     assert len(config.report.seeds) >= 3
     assert [set(p.losses) for p in train.strategies["baseline"].phases] == [{"bce"}]
     assert [set(p.losses) for p in train.strategies["composite"].phases] == [{"bce", "pose"}]
@@ -134,7 +141,7 @@ def test_the_paper_preset_is_the_paper():
     rates = {phase.learning_rate for strategy in train.strategies.values() for phase in strategy.phases}
     assert rates == {1e-3}
     six = {"baseline", "composite", "pose_only", "finetune", "finetune_bce", "finetune_landmark"}
-    assert set(train.strategies) == six
+    assert set(train.strategies) == six | {"randomized_baseline", "randomized_finetune"}  # ours: sim-to-real twins
     epochs = {name: [p.epochs for p in strategy.phases] for name, strategy in train.strategies.items()}
     assert epochs["baseline"] == epochs["composite"] == epochs["pose_only"] == [28]
     for name in ("finetune", "finetune_bce", "finetune_landmark"):

@@ -10,12 +10,14 @@ def dry_run(capsys, preset: str) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
-def test_the_demo_plans_six_strategies_for_three_seeds(capsys):
+def test_the_demo_plans_eight_strategies_for_three_seeds(capsys):
     document = dry_run(capsys, "demo")
     runs = document["runs"]
-    assert len(runs) == 18 and [r["seed"] for r in runs[::6]] == [0, 1, 2]
-    assert [r["strategy"] for r in runs[:6]] == document["settings"]["report"]["strategies"]
+    assert len(runs) == 24 and [r["seed"] for r in runs[::8]] == [0, 1, 2]
+    assert [r["strategy"] for r in runs[:8]] == document["settings"]["report"]["strategies"]
     assert next(r for r in runs if r["strategy"] == "finetune_bce")["init"] == "baseline"
+    assert next(r for r in runs if r["strategy"] == "randomized_finetune")["init"] == "randomized_baseline"
+    assert document["settings"]["data"]["fluoro"]["noise"]["dose"] == [2e4, 2e5]
     assert document["settings"]["data"]["cohort"]["subjects"]["novel_subject"] >= 8
 
 
@@ -41,6 +43,8 @@ def test_the_paper_dry_run_states_the_papers_settings(capsys):
         "finetune": 1,
         "finetune_bce": 1,
         "finetune_landmark": 1,
+        "randomized_baseline": 28,  # ours: the sim-to-real twins
+        "randomized_finetune": 1,
     }
     assert {p["learning_rate"] for r in runs for p in r["phases"]} == {0.001}  # one learning rate
-    assert len(runs) == 6 * len(settings["report"]["seeds"])
+    assert len(runs) == 8 * len(settings["report"]["seeds"])
