@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from components.fluoroscopy import (
+    WATER_MU,
     DetectorBlur,
     Draw,
     Fluoroscope,
@@ -21,7 +22,6 @@ from components.fluoroscopy import (
     fluoro_image,
     linear_attenuation,
 )
-from components.fluoroscopy import WATER_MU
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

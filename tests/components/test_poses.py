@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from components import geometry
-from components.poses import PoseRanges, pose_bounds, pose_of, sample_pose, sample_poses
+from components.drr import landmark_visibility
+from components.geometry import Camera
+from components.phantom import phantom_landmarks, sample_phantom_params
+from components.poses import POSE_LEVELS, PoseRanges, pose_bounds, pose_of, sample_pose, sample_poses
 
 RANGES = PoseRanges(rotation_deg=(20.0, 10.0, 5.0), translation_mm=(15.0, 40.0, 25.0), source_to_isocenter=800.0)
 
@@ -79,3 +82,26 @@ def test_pose_bounds_of_no_rotation_pin_it_at_zero():
     ranges = PoseRanges(rotation_deg=(0.0, 0.0, 0.0), translation_mm=(1.0, 2.0, 3.0), source_to_isocenter=100.0)
     low, high = pose_bounds(ranges)
     assert low == (0.0, 0.0, 0.0, -1.0, 98.0, -3.0) and high == (0.0, 0.0, 0.0, 1.0, 102.0, 3.0)
+
+
+def test_the_difficulty_levels_are_the_papers_then_wider():
+    assert POSE_LEVELS["paper"] == ((15.0, 15.0, 15.0), (20.0, 40.0, 20.0))
+    assert POSE_LEVELS["hard"] == ((45.0, 45.0, 15.0), (50.0, 50.0, 50.0))  # the paper's lab's code
+    medium = POSE_LEVELS["medium"]
+    assert all(p <= m for p, m in zip(POSE_LEVELS["paper"][1], medium[1]))
+    assert medium[0] == (30.0, 30.0, 30.0)
+
+
+def test_hard_poses_take_landmarks_out_of_the_field_and_paper_poses_keep_them():
+    """The demo's detector (431 mm, 64 px): at the hard level some landmarks leave the image (marked
+    invisible, never guessed), at the paper's hardly any."""
+    camera, _, _ = geometry.rescale(Camera(sdd=1020.0, height=1436, width=1436, delx=0.3, dely=0.3), 64)
+    landmarks = torch.from_numpy(phantom_landmarks(sample_phantom_params(0)))
+    fraction = {}
+    for level, (rotation, translation) in POSE_LEVELS.items():
+        poses = sample_poses(0, "phantom-00000", range(300), PoseRanges(rotation, translation, 800.0))
+        points = landmarks.expand(len(poses), -1, -1)
+        projected = geometry.project(points, poses, camera)
+        depth = geometry.to_camera_frame(points, poses)[..., 2]
+        fraction[level] = 1 - landmark_visibility(projected, depth, camera).double().mean().item()
+    assert fraction["paper"] < 0.01 < fraction["hard"] and fraction["medium"] <= fraction["hard"], fraction

@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from components.poses import PoseRanges
 from study.config import PRESETS_DIR, ConfigError, load_config
 
 
@@ -114,11 +115,24 @@ def test_report_strategies_must_be_trained_strategies():
         (["train.augment={gamma: [2, 1]}"], "IntensityRanges.gamma"),
         (["train.divergence_factor=1"], "train.divergence_factor"),
         (["train.selection_metric=loss"], "train.selection_metric"),
+        (["data.poses.level=hard"], r"poses.level 'hard' sets the ranges: drop rotation_deg, translation_mm"),
+        (["data.poses={level: extreme, source_to_isocenter: 800}"], "data.poses.level"),
+        (["data.poses={source_to_isocenter: 800}"], "poses needs a level or both rotation_deg and translation_mm"),
+        (["data.fluoro={noise: {dose: [-10, 100]}}"], r"data.fluoro.noise: .*QuantumNoise.dose must be a range"),
+        (["data.fluoro={shutters: {probability: 1.5}}"], r"data.fluoro.shutters: .*Shutters.probability must be in"),
+        (["data.fluoro={bone: [1.5, 1.0]}"], r"data.fluoro: .*Fluoroscope.bone must be a range"),
+        (["data.fluoro={doze: 3}"], r"data.fluoro.doze: Unexpected keyword argument"),
+        (["train.strategies.baseline.randomize={scatter: {spr: [1, 0]}}"], r"randomize.scatter: .*Scatter.spr"),
     ],
 )
 def test_bad_train_sections_name_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config("demo", overrides)
+
+
+def test_a_pose_level_sets_the_ranges():
+    config = load_config("demo", ["data.poses={level: hard, source_to_isocenter: 800}"])
+    assert config.data.poses.ranges() == PoseRanges((45.0, 45.0, 15.0), (50.0, 50.0, 50.0), 800.0)
 
 
 def test_the_data_part_leaves_out_training():
