@@ -4,6 +4,7 @@ Subjects are described by small, picklable ``SubjectSource`` records (a phantom 
 a landmark file) and loaded where they are rendered, so a cohort costs nothing to pass around.
 """
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -87,3 +88,16 @@ def assign_splits(
         assigned[split] = [sources[i] for i in order[start : start + count]]
         start += count
     return assigned
+
+
+def annotated_landmarks(landmarks: np.ndarray, sigma_mm: float, seed: int, subject_id: str) -> np.ndarray:
+    """(8, 3) the landmarks as a person places them on the CT: each moved by isotropic Gaussian noise of
+    ``sigma_mm``, drawn from (seed, subject), so every view of the subject carries the same placement error
+    (hand placement in 3D Slicer, as the paper's annotation). ``sigma_mm`` 0 gives them back unchanged."""
+    if not (np.isfinite(sigma_mm) and sigma_mm >= 0):
+        raise ValueError(f"annotation_noise_mm must be finite and >= 0, got {sigma_mm}")
+    if sigma_mm == 0:
+        return landmarks
+    subject_key = int.from_bytes(hashlib.sha256(subject_id.encode()).digest()[:8], "little")
+    generator = np.random.default_rng([seed, subject_key, 11])
+    return landmarks + generator.normal(0.0, sigma_mm, landmarks.shape)

@@ -357,10 +357,14 @@ class SubjectRenderer:
             density.copy_(kept)
         return depths[0], depths[1]
 
-    def project_landmarks(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 8, 2) float64 pixel coordinates and (B, 8) visibility of the landmarks for (B, 6) poses."""
+    def project_landmarks(
+        self, poses: torch.Tensor, landmarks: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 8, 2) float64 pixel coordinates and (B, 8) visibility of (8, 3) landmarks (default: the subject's)
+        for (B, 6) poses."""
         poses = poses.to(torch.float64).cpu()
-        landmarks = torch.from_numpy(self.subject.landmarks).to(torch.float64).expand(len(poses), -1, -1)
+        landmarks = self.subject.landmarks if landmarks is None else landmarks
+        landmarks = torch.from_numpy(landmarks).to(torch.float64).expand(len(poses), -1, -1)
         landmarks_2d = geometry.project(landmarks, poses, self.camera)
         depth = geometry.to_camera_frame(landmarks, poses)[..., 2]
         return landmarks_2d, landmark_visibility(landmarks_2d, depth, self.camera)

@@ -80,6 +80,9 @@ class CohortConfig(Strict):
     voxel_size_mm: float = Field(2.0, gt=0.5, le=5.0)
     path: str | None = None
     coordinates: Literal["ras", "lps", "voxel"] = "ras"
+    annotation_noise_mm: float = Field(
+        0.0, ge=0, le=20, description="sigma of the 3D placement error of the train split's landmarks (hand placement)"
+    )
 
     @model_validator(mode="after")
     def folder_needs_a_path(self):

@@ -29,6 +29,7 @@ data:
     kind: phantom
     subjects: {train: 2, val: 1, novel_subject: 1}
     voxel_size_mm: 4.0
+    annotation_noise_mm: 2.0
   views: {train: 4, novel_view: 2, val: 3, novel_subject: 3}
   detector: {sdd: 1020.0, height: 1436, delx: 0.3}
   image_size: 48

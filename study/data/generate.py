@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from components import geometry, manifest
-from components.cohort import SubjectSource, assign_splits, folder_cohort, phantom_cohort
+from components.cohort import SubjectSource, annotated_landmarks, assign_splits, folder_cohort, phantom_cohort
 from components.dataset import SPLITS, DatasetError, DRRRows, shard_row_count, write_shard
 from components.poses import sample_poses, view_seed
 from study import console
@@ -127,12 +127,17 @@ def render_shard(plan: ShardPlan, renderer: "SubjectRenderer", config: StudyConf
 
     view_ids = list(range(plan.view_start, plan.view_stop))
     poses = sample_poses(config.seed, plan.source.subject_id, view_ids, config.data.poses.ranges())
+    landmarks_3d = renderer.subject.landmarks
     if plan.split == "fluoro":
         landmarks_2d, visible = renderer.project_landmarks(poses)
         images = fluoro_images(renderer, poses, config, plan.source.subject_id, view_ids)
     else:
         views = renderer.render(poses)
         images, landmarks_2d, visible = views.images, views.landmarks_2d, views.visible
+    if plan.split == "train" and config.data.cohort.annotation_noise_mm > 0:  # training labels only
+        sigma = config.data.cohort.annotation_noise_mm
+        landmarks_3d = annotated_landmarks(landmarks_3d, sigma, config.seed, plan.source.subject_id)
+        landmarks_2d, visible = renderer.project_landmarks(poses, landmarks_3d)
     count = len(view_ids)
     intrinsics = geometry.make_k(renderer.camera).numpy()
     return DRRRows(
@@ -142,7 +147,7 @@ def render_shard(plan: ShardPlan, renderer: "SubjectRenderer", config: StudyConf
         image=to_uint16(images),
         landmarks_2d=landmarks_2d.numpy(),
         visible=visible.numpy(),
-        landmarks_3d=np.broadcast_to(renderer.subject.landmarks, (count, *renderer.subject.landmarks.shape)).copy(),
+        landmarks_3d=np.broadcast_to(landmarks_3d, (count, *landmarks_3d.shape)).copy(),
         pose=poses.numpy(),
         intrinsics=np.broadcast_to(intrinsics, (count, 3, 3)).copy(),
     )

@@ -2,7 +2,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from components.cohort import SubjectSource, assign_splits, folder_cohort, phantom_cohort
+from components.cohort import SubjectSource, annotated_landmarks, assign_splits, folder_cohort, phantom_cohort
 from components.volumes import VolumeError
 
 
@@ -73,3 +73,16 @@ def test_phantom_source_loads_its_subject():
     source = SubjectSource("phantom-x", "phantom", phantom_seed=4, voxel_size=4.0)
     subject = source.load()
     assert subject.subject_id == "phantom-x" and subject.landmarks.shape == (8, 3)
+
+
+def test_annotated_landmarks_are_a_seeded_placement_error_per_subject():
+    landmarks = np.arange(24, dtype=float).reshape(8, 3)
+    placed = annotated_landmarks(landmarks, 2.0, seed=0, subject_id="a")
+    assert np.array_equal(placed, annotated_landmarks(landmarks, 2.0, seed=0, subject_id="a"))
+    assert not np.array_equal(placed, annotated_landmarks(landmarks, 2.0, seed=0, subject_id="b"))
+    assert not np.array_equal(placed, annotated_landmarks(landmarks, 2.0, seed=1, subject_id="a"))
+    assert annotated_landmarks(landmarks, 0.0, seed=0, subject_id="a") is landmarks
+    many = np.concatenate([annotated_landmarks(landmarks, 2.0, 0, f"s{i}") - landmarks for i in range(200)])
+    assert many.std() == pytest.approx(2.0, rel=0.05)
+    with pytest.raises(ValueError, match="annotation_noise_mm must be finite and >= 0"):
+        annotated_landmarks(landmarks, -1.0, 0, "a")

@@ -206,6 +206,17 @@ def test_a_bad_real_subject_fails_with_one_line_naming_it(tiny_config_path, tmp_
     assert "\n" not in error and error.count("subject ct1") == 1
 
 
+def test_annotation_noise_moves_the_train_labels_only_and_alike_in_every_view(tiny_dataset):
+    _, folder = tiny_dataset
+    train, novel = read_split(folder, "train"), read_split(folder, "novel_view")
+    for subject in set(train.subject_id):
+        placed = train.landmarks_3d[train.subject_id == subject]
+        exact = novel.landmarks_3d[novel.subject_id == subject]
+        assert np.all(placed == placed[0]) and np.all(exact == exact[0])  # one placement per subject
+        offsets = np.linalg.norm(placed[0] - exact[0], axis=1)
+        assert 0.2 < offsets.mean() < 8.0  # sigma 2 mm per axis: about 3.2 mm on average
+
+
 def test_preview_draws_clean_beside_fluoro_when_the_data_set_has_the_split(tiny_dataset, tmp_path, capsys):
     from PIL import Image
 
