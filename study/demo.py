@@ -1,6 +1,7 @@
 """``study demo``: the whole demo study on the embedded phantom, from data to a registered model.
 
-1. the phantom DRR data set and a preview (``study generate``, ``study preview``);
+1. the phantom DRR data set and a preview, with clean test views beside their fluoro twins
+   (``study generate``, ``study preview``);
 2. the paper's four strategies and two controls for 3 training seeds, then Table 1, the comparisons
    and the paper's claims with verdicts (``study reproduce --preset demo``);
 3. a fine-tune sweep from the shared baseline (``study sweep --preset demo --space finetune``),
@@ -16,7 +17,7 @@ from pathlib import Path
 from study import console
 from study.config import StudyConfig
 from study.data.generate import generate
-from study.data.preview import write_preview
+from study.data.preview import write_fluoro_preview, write_preview
 from study.evaluation.reproduce import default_report_folder, reproduce
 from study.sweeps.driver import default_sweep_name, resume, sweep
 from study.sweeps.plan import PLAN_FILE, sweep_folder
@@ -38,6 +39,9 @@ def run_demo(config: StudyConfig, data_dir: Path, trials: int) -> None:
     stage(1, "the phantom DRR data set and a preview")
     generate(config, data_dir)
     console.say(f"preview: {write_preview(data_dir, data_dir / 'preview.png')}")
+    side_by_side = write_fluoro_preview(data_dir, data_dir / "preview_fluoro.png")
+    if side_by_side is not None:
+        console.say(f"preview: {side_by_side} (clean beside fluoro)")
     runs = len(config.reported_strategies()) * len(config.report.seeds or [config.training_seed()])
     stage(2, f"{runs} training runs, then Table 1 and the comparisons (study reproduce --preset {config.name})")
     reproduce(config, data_dir)
