@@ -59,6 +59,7 @@ data:
     source_to_isocenter: 800.0
   renderer: {name: trilinear}
   shard_size: 8
+  fluoro: {}
 train:
   model: {encoder: resnet18, encoder_depth: 3}
   loss: {radius: 2.5, pos_weight: 20.0}
@@ -71,6 +72,10 @@ train:
     short: {phases: [{losses: {bce: 1.0}, epochs: 4, learning_rate: 0.003}]}
     finetune: {init: baseline, phases: [{losses: {pose: 1.0}, epochs: 1, learning_rate: 0.0001}]}
     finetune_bce: {init: baseline, phases: [{losses: {bce: 1.0}, epochs: 1, learning_rate: 0.0001}]}
+    randomized_finetune:
+      init: baseline
+      phases: [{losses: {pose: 1.0}, epochs: 1, learning_rate: 0.0001}]
+      randomize: {}
     composite: {phases: [{losses: {bce: 1.0, pose: 0.001}, epochs: 2, learning_rate: 0.003}]}
     pose_only: {phases: [{losses: {pose: 1.0}, epochs: 2, learning_rate: 0.003}]}
     exploding: {phases: [{losses: {bce: 1.0}, epochs: 2, optimizer: sgd, learning_rate: 1.0e+30}]}
@@ -80,7 +85,7 @@ report: {bootstrap_resamples: 50, examples: 2}
 
 
 # the strategies of the session's miniature reproduction (tests/study/conftest.py)
-REPRODUCED_STRATEGIES = ["baseline", "composite", "pose_only", "finetune", "finetune_bce"]
+REPRODUCED_STRATEGIES = ["baseline", "composite", "pose_only", "finetune", "finetune_bce", "randomized_finetune"]
 
 # the session's miniature fine-tune sweep (tests/study/conftest.py)
 FINETUNE_SPACE = """
