@@ -25,6 +25,7 @@ class SubjectSource:
     subject_id: str
     kind: Literal["phantom", "files"]
     phantom_seed: int = 0
+    phantom_shift: float = 0.0  # > 0: drawn from the phantom's shifted (out-of-distribution) distribution
     voxel_size: float = 2.0
     ct_path: str = ""
     landmarks_path: str = ""
@@ -32,7 +33,8 @@ class SubjectSource:
 
     def load(self) -> Subject:
         if self.kind == "phantom":
-            return phantom.phantom_subject(self.phantom_seed, voxel_size=self.voxel_size, subject_id=self.subject_id)
+            params = phantom.sample_phantom_params(self.phantom_seed, self.phantom_shift)
+            return phantom.make_phantom(params, voxel_size=self.voxel_size, subject_id=self.subject_id)
         return volumes.load_subject(
             self.ct_path, self.landmarks_path, coordinates=self.coordinates, subject_id=self.subject_id
         )

@@ -83,11 +83,20 @@ class CohortConfig(Strict):
     annotation_noise_mm: float = Field(
         0.0, ge=0, le=20, description="sigma of the 3D placement error of the train split's landmarks (hand placement)"
     )
+    novel_subject_shift: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="phantoms only: novel subjects drawn from a shifted shape distribution (0: the training "
+        "subjects' own; 1: the most shifted, components.phantom.sampling_ranges)",
+    )
 
     @model_validator(mode="after")
     def folder_needs_a_path(self):
         if self.kind == "folder" and not self.path:
             raise ValueError("cohort.path is required when cohort.kind is 'folder'")
+        if self.kind == "folder" and self.novel_subject_shift:
+            raise ValueError("cohort.novel_subject_shift applies to phantoms only, not to a folder's subjects")
         return self
 
 

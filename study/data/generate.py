@@ -12,7 +12,7 @@ first step of every training command) costs milliseconds, not the seconds those 
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,12 +55,15 @@ class ShardPlan:
 
 
 def cohort_splits(config: StudyConfig) -> dict[str, list[SubjectSource]]:
-    """The subjects of the train, val and novel_subject splits."""
+    """The subjects of the train, val and novel_subject splits (novel phantoms from the shifted distribution
+    when ``data.cohort.novel_subject_shift`` is set)."""
     cohort = config.data.cohort
     counts = cohort.subjects.model_dump()
     if cohort.kind == "phantom":
         sources = phantom_cohort(sum(counts.values()), config.seed, cohort.voxel_size_mm)
-        return assign_splits(sources, counts, config.seed, shuffle=False)
+        splits = assign_splits(sources, counts, config.seed, shuffle=False)
+        shifted = [replace(source, phantom_shift=cohort.novel_subject_shift) for source in splits["novel_subject"]]
+        return splits | {"novel_subject": shifted}
     return assign_splits(folder_cohort(cohort.path, cohort.coordinates), counts, config.seed, shuffle=True)
 
 

@@ -2,6 +2,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from components import phantom
 from components.cohort import SubjectSource, annotated_landmarks, assign_splits, folder_cohort, phantom_cohort
 from components.volumes import VolumeError
 
@@ -86,3 +87,10 @@ def test_annotated_landmarks_are_a_seeded_placement_error_per_subject():
     assert many.std() == pytest.approx(2.0, rel=0.05)
     with pytest.raises(ValueError, match="annotation_noise_mm must be finite and >= 0"):
         annotated_landmarks(landmarks, -1.0, 0, "a")
+
+
+def test_a_shifted_phantom_source_loads_the_shifted_subject():
+    plain = SubjectSource("p", "phantom", phantom_seed=5, voxel_size=8.0)
+    shifted = SubjectSource("p", "phantom", phantom_seed=5, phantom_shift=1.0, voxel_size=8.0)
+    assert np.array_equal(plain.load().landmarks, phantom.phantom_subject(5, voxel_size=8.0).landmarks)
+    assert not np.array_equal(shifted.load().landmarks, plain.load().landmarks)

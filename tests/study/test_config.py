@@ -122,6 +122,8 @@ def test_report_strategies_must_be_trained_strategies():
         (["data.fluoro={shutters: {probability: 1.5}}"], r"data.fluoro.shutters: .*Shutters.probability must be in"),
         (["data.fluoro={bone: [1.5, 1.0]}"], r"data.fluoro: .*Fluoroscope.bone must be a range"),
         (["data.fluoro={doze: 3}"], r"data.fluoro.doze: Unexpected keyword argument"),
+        (["data.cohort.novel_subject_shift=1.5"], "data.cohort.novel_subject_shift"),
+        (["data.cohort.annotation_noise_mm=-1"], "data.cohort.annotation_noise_mm"),
         (["train.strategies.baseline.randomize={scatter: {spr: [1, 0]}}"], r"randomize.scatter: .*Scatter.spr"),
     ],
 )
