@@ -1,7 +1,7 @@
 """The U-Net of a run as an MLflow model: logged with every strategy run, registered for a sweep's best trial.
 
 Every run that leaves a checkpoint logs its U-Net as the model ``unet-<strategy>`` (the pickled
-PyTorch module, with its signature and an input example of the training resolution), so the
+PyTorch module, with its signature: (B, 1, H, W) images of the training resolution in, (B, N, H, W) logits out), so the
 experiment's Models tab lists one model per strategy run and the evaluation metrics logged
 against it. A sweep registers its best trial's model (``register``) with descriptions, and the
 alias ``champion`` moves to the newest best.
@@ -50,8 +50,10 @@ def active_run(uri: str, run_id: str):
 def log_unet(uri: str, run_id: str, network: torch.nn.Module, name: str, image_size: int, params: dict) -> str:
     """Log the U-Net ``network`` as the model ``name`` of run ``run_id``; returns its model id."""
     import mlflow.pytorch
+    from mlflow.models import infer_signature
 
     example = np.zeros((1, 1, image_size, image_size), dtype=np.float32)
+    signature = infer_signature(example, heatmap_logits(network, example))
     flavor_log = logging.getLogger("mlflow.pytorch")
     level = flavor_log.level
     flavor_log.setLevel(logging.ERROR)  # its warning that pickles run code on loading: so do checkpoints
@@ -60,7 +62,7 @@ def log_unet(uri: str, run_id: str, network: torch.nn.Module, name: str, image_s
             info = mlflow.pytorch.log_model(
                 network,
                 name=name,
-                input_example=example,
+                signature=signature,  # stated: from an input example MLflow would load and run the model twice
                 pip_requirements=REQUIREMENTS,
                 serialization_format="pickle",  # pt2 (torch.export) costs about 1.5 s more per model
                 params={key: str(value) for key, value in params.items()},
@@ -68,6 +70,16 @@ def log_unet(uri: str, run_id: str, network: torch.nn.Module, name: str, image_s
     finally:
         flavor_log.setLevel(level)
     return info.model_id
+
+
+@torch.no_grad()
+def heatmap_logits(network: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+    """(B, N, H, W) float32 the network's output for (B, 1, H, W) images, in eval mode (its mode kept)."""
+    was_training = network.training
+    network.eval()
+    logits = network(torch.from_numpy(images)).float().numpy()
+    network.train(was_training)
+    return logits
 
 
 def register(
