@@ -2,8 +2,9 @@
 
 1. the phantom DRR data set and a preview, with clean test views beside their fluoro twins
    (``study generate``, ``study preview``);
-2. the paper's four strategies and two controls for 3 training seeds, then Table 1, the comparisons
-   and the paper's claims with verdicts (``study reproduce --preset demo``);
+2. the paper's four strategies and two controls, and the baseline and fine-tune trained again with
+   domain randomization, for 3 training seeds; then Table 1, the comparisons, the paper's claims with
+   verdicts and the sim-to-real table (``study reproduce --preset demo``);
 3. a fine-tune sweep from the shared baseline (``study sweep --preset demo --space finetune``),
    whose best model is registered and evaluated on the test splits;
 4. where to look.
@@ -58,6 +59,8 @@ def run_demo(config: StudyConfig, data_dir: Path, trials: int) -> None:
     report = default_report_folder(config)
     console.say(f"  Table 1 and plots:   {report}/ (table1.md, per_landmark_rmse.png, error_cdf.png, examples.png)")
     console.say(f"  paper vs ours:       {report}/comparison.md (the paper's Table 1 beside ours, claims, verdicts)")
+    if (report / "sim_to_real.md").is_file():
+        console.say(f"  sim to real:         {report}/sim_to_real.md (clean and randomized models, clean and fluoro)")
     console.say(
         f"  the sweep:           {result.folder}/report/ (trials.csv, optimization_history.png, best_config.yaml)"
     )

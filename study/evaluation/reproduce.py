@@ -10,7 +10,10 @@ anyone can recompute it:
 - ``table1.md`` / ``.csv`` / ``.json``: Table 1 (``study.evaluation.table``), with the trivial
   predictor's row and DIV footnotes;
 - ``comparison.md`` / ``.json``: the paper's Table 1 beside ours, the comparisons with their
-  intervals and tests, and the paper's claims with verdicts (``study.evaluation.comparisons``).
+  intervals and tests, and the paper's claims with verdicts (``study.evaluation.comparisons``);
+- ``sim_to_real.md`` / ``.json`` (with a fluoro split and randomized twins): clean-trained and
+  randomized models on the clean test views and on the same views through the fluoroscope
+  (``study.evaluation.sim_to_real``).
 
 In MLflow, the parent run holds these files (``table1/``), the per-image CSVs (``per_image/``),
 Table 1 and the comparisons as tables (``log_table``) and the comparisons as metrics; each child
@@ -34,6 +37,7 @@ from study.data.generate import default_out_dir, generate
 from study.evaluation.comparisons import claims, compare_strategies, comparison_markdown, comparisons_markdown
 from study.evaluation.measure import evaluate_checkpoint, log_evaluation
 from study.evaluation.plots import error_cdf_plot, per_landmark_plot, training_curves_plot
+from study.evaluation.sim_to_real import sim_to_real, sim_to_real_markdown
 from study.evaluation.table import TRIVIAL, Outcome, footnotes, markdown, table_1
 from study.figures import prediction_examples
 from study.files import read_csv, write_csv, write_json, write_text
@@ -170,6 +174,13 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
         write_text(report, out_dir / "comparison.md"),
         write_json({"comparisons": comparisons, "claims": verdicts}, out_dir / "comparison.json"),
     ]
+    gap_table = sim_to_real(outcomes, trivial, config)
+    if gap_table:
+        gap_report = sim_to_real_markdown(gap_table, comparisons)
+        files += [
+            write_text(gap_report, out_dir / "sim_to_real.md"),
+            write_json(gap_table, out_dir / "sim_to_real.json"),
+        ]
     if summaries:
         first_seed = {o.strategy: o.records for o in outcomes if o.records is not None and o.seed == runs[0]["seed"]}
         files.append(per_landmark_plot(summaries, out_dir / "per_landmark_rmse.png"))
@@ -192,7 +203,11 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
     console.say(table)
     console.say(comparisons_markdown(comparisons))
     console.say("\n".join(f"{v['claim']}: {v['verdict']} ({v['ours']})" for v in verdicts))
-    console.say(f"reproduce: {out_dir} (table1.md, comparison.md, per_image/, plots)")
+    if gap_table:
+        console.say(gap_report)
+    console.say(
+        f"reproduce: {out_dir} (table1.md, comparison.md{', sim_to_real.md' if gap_table else ''}, per_image/, plots)"
+    )
     console.say(f"reproduce: {tracker.link(parent)}")
     return rows
 

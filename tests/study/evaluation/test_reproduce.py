@@ -85,6 +85,36 @@ def test_every_cell_and_interval_is_recomputed_from_the_per_image_csvs(reproduct
     assert {(s, "randomized_finetune", "finetune") for s in ("novel_view", "novel_subject", "fluoro")} <= pairs
 
 
+def test_the_sim_to_real_gap_is_recomputed_from_the_per_image_csvs(reproduction):
+    config, out, _ = reproduction
+    table = json.loads((out / "sim_to_real.json").read_text())
+    assert table["strategies"] == ["finetune", "randomized_finetune", TRIVIAL]
+    text = (out / "sim_to_real.md").read_text()
+    assert "| finetune | clean DRRs |" in text and "| finetune | randomized |" in text
+    for gap in table["gaps"]:
+        name = f"{gap['strategy']}-seed3.csv"
+        clean = read_records(out / "per_image" / name, "novel_view") + read_records(
+            out / "per_image" / name, "novel_subject"
+        )
+        key = lambda r: (r["subject_id"], str(float(r["view_id"])))  # noqa: E731  (the order Table 1 aligns in)
+        fluoro = {key(r): r for r in read_records(out / "per_image" / name, "fluoro")}
+        keys = sorted(key(r) for r in clean)
+        assert keys == sorted(fluoro)  # every fluoro image is a clean test view imaged again
+        if gap["div"]:
+            continue
+        by_key = {key(r): r for r in clean}
+        subjects = np.array([subject for subject, _ in keys])
+        again = statistics.compare(
+            errors_of([fluoro[k] for k in keys])[None],
+            errors_of([by_key[k] for k in keys])[None],
+            subjects,
+            config.report.bootstrap_resamples,
+            config.seed,
+            True,
+        )
+        assert (gap["difference"], gap["low"], gap["high"]) == pytest.approx((again.difference, again.low, again.high))
+
+
 def test_the_comparison_report_has_the_papers_table_and_verdicts(reproduction):
     _, out, _ = reproduction
     text = (out / "comparison.md").read_text()
@@ -107,6 +137,7 @@ def test_everything_sits_under_one_parent_run(reproduction):
         "table1/table1.csv",
         "table1/comparison.md",
         "table1/comparison.json",
+        "table1/sim_to_real.md",
         "table1/per_landmark_rmse.png",
         "table1/error_cdf.png",
         "table1/examples.png",
