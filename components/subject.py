@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.anatomy import N_LANDMARKS
-
 
 @dataclass(frozen=True)
 class Subject:
@@ -20,7 +18,8 @@ class Subject:
         subject_id: a name unique within the cohort.
         hu: (I, J, K) float32 Hounsfield units.
         affine: (4, 4) float64 voxel index -> world mm (RAS+), centred on the voxel grid.
-        landmarks: (8, 3) float64 world mm, in the order of ``anatomy.LANDMARK_NAMES``.
+        landmarks: (N, 3) float64 world mm, in the order of a landmark set (``anatomy.LANDMARK_NAMES``
+            unless said otherwise), a NaN row for a landmark the subject lacks.
     """
 
     subject_id: str
@@ -33,10 +32,8 @@ class Subject:
             raise ValueError(f"subject {self.subject_id}: CT must be 3D, got shape {self.hu.shape}")
         if self.affine.shape != (4, 4):
             raise ValueError(f"subject {self.subject_id}: affine must be 4x4, got {self.affine.shape}")
-        if self.landmarks.shape != (N_LANDMARKS, 3):
-            raise ValueError(
-                f"subject {self.subject_id}: landmarks must be ({N_LANDMARKS}, 3), got {self.landmarks.shape}"
-            )
+        if self.landmarks.ndim != 2 or self.landmarks.shape[1] != 3 or len(self.landmarks) < 1:
+            raise ValueError(f"subject {self.subject_id}: landmarks must be (N, 3), got {self.landmarks.shape}")
 
     @property
     def spacing(self) -> np.ndarray:
