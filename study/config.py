@@ -22,6 +22,7 @@ from components.fluoroscopy import Fluoroscope
 from components.geometry import Camera, rescale
 from components.losses import LOSSES, LossContext, LossSettings
 from components.model import UNetSettings
+from components.plausibility import PlausibilityMode
 from components.poses import POSE_LEVELS, PoseRanges
 from components.training import SELECTION_METRICS
 
@@ -80,6 +81,11 @@ class CohortConfig(Strict):
     voxel_size_mm: float = Field(2.0, gt=0.5, le=5.0)
     path: str | None = None
     coordinates: Literal["ras", "lps", "voxel"] = "ras"
+    plausibility: PlausibilityMode = Field(
+        "warn",
+        description="a folder's landmark files are checked against adult anatomy when each subject is loaded "
+        "(components.plausibility): warn logs the findings, error refuses the subject, off skips the checks",
+    )
     annotation_noise_mm: float = Field(
         0.0, ge=0, le=20, description="sigma of the 3D placement error of the train split's landmarks (hand placement)"
     )

@@ -124,6 +124,7 @@ def test_report_strategies_must_be_trained_strategies():
         (["data.fluoro={doze: 3}"], r"data.fluoro.doze: Unexpected keyword argument"),
         (["data.cohort.novel_subject_shift=1.5"], "data.cohort.novel_subject_shift"),
         (["data.cohort.annotation_noise_mm=-1"], "data.cohort.annotation_noise_mm"),
+        (["data.cohort.plausibility=loud"], r"data.cohort.plausibility: Input should be 'warn', 'error' or 'off'"),
         (["train.strategies.baseline.randomize={scatter: {spr: [1, 0]}}"], r"randomize.scatter: .*Scatter.spr"),
     ],
 )
