@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from components import phantom, volumes
+from components.plausibility import PlausibilityMode
 from components.subject import Subject
 
 # Subjects of the train split also provide the novel_view split (their unseen views).
@@ -30,13 +31,18 @@ class SubjectSource:
     ct_path: str = ""
     landmarks_path: str = ""
     coordinates: Literal["ras", "lps", "voxel"] = "ras"
+    plausibility: PlausibilityMode = "warn"  # files: what implausible landmarks do (components.plausibility)
 
     def load(self) -> Subject:
         if self.kind == "phantom":
             params = phantom.sample_phantom_params(self.phantom_seed, self.phantom_shift)
             return phantom.make_phantom(params, voxel_size=self.voxel_size, subject_id=self.subject_id)
         return volumes.load_subject(
-            self.ct_path, self.landmarks_path, coordinates=self.coordinates, subject_id=self.subject_id
+            self.ct_path,
+            self.landmarks_path,
+            coordinates=self.coordinates,
+            subject_id=self.subject_id,
+            plausibility=self.plausibility,
         )
 
 
@@ -49,8 +55,11 @@ def phantom_cohort(count: int, seed: int, voxel_size: float = 2.0) -> list[Subje
     ]
 
 
-def folder_cohort(folder: str | Path, coordinates: str = "ras") -> list[SubjectSource]:
-    """Real subjects from a folder of ``<id>.nii[.gz]`` CTs, each beside ``<id>.mrk.json|.fcsv|.csv``."""
+def folder_cohort(
+    folder: str | Path, coordinates: str = "ras", plausibility: PlausibilityMode = "warn"
+) -> list[SubjectSource]:
+    """Real subjects from a folder of ``<id>.nii[.gz]`` CTs, each beside ``<id>.mrk.json|.fcsv|.csv``; their
+    landmarks are checked for plausibility when each is loaded (``plausibility``: warn, error or off)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise volumes.VolumeError(f"{folder}: cohort folder not found")
@@ -64,6 +73,7 @@ def folder_cohort(folder: str | Path, coordinates: str = "ras") -> list[SubjectS
             ct_path=str(ct),
             landmarks_path=str(volumes.landmark_file_beside(ct)),
             coordinates=coordinates,
+            plausibility=plausibility,
         )
         for ct in cts
     ]

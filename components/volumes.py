@@ -22,6 +22,11 @@ Coordinates are "ras" or "lps" world mm (the NIfTI's world; LPS is RAS with x an
 "voxel": continuous 0-based indices into the NIfTI array. A Slicer file's own declaration wins;
 the ``coordinates`` argument applies to CSV files and to Slicer files that declare nothing.
 
+Plausibility: once loaded, the landmarks go through ``plausibility.PlausibilityChecks`` (each on bone,
+left of their right partners, at adult distances); ``plausibility`` says what a finding does: "warn"
+logs one warning for the subject listing every finding, "error" raises a VolumeError naming them,
+"off" skips the checks.
+
 Names: a label fills the slot of the canonical name in ``anatomy.LANDMARK_NAMES`` it equals,
 ignoring case and surrounding whitespace; ``name_map`` maps other labels (matched the same way) to
 canonical names. Every file must name each of the 8 landmarks exactly once and nothing else.
@@ -29,6 +34,7 @@ canonical names. Every file must name each of the 8 landmarks exactly once and n
 
 import csv
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +44,7 @@ import nibabel as nib
 import numpy as np
 
 from components.anatomy import LANDMARK_NAMES
+from components.plausibility import PLAUSIBILITY_MODES, PlausibilityChecks, PlausibilityMode, describe
 from components.subject import Subject, center_affine, voxel_to_world, world_to_voxel
 
 Frame = Literal["ras", "lps", "voxel"]
@@ -65,6 +72,7 @@ _FCSV_COLUMNS = (
 _FCSV_SYSTEMS = {"ras": "ras", "0": "ras", "lps": "lps", "1": "lps"}
 _UNPLACED = ("undefined", "missing")
 _EXPECTED_NAMES = ", ".join(LANDMARK_NAMES)
+_log = logging.getLogger(__name__)
 
 
 class VolumeError(ValueError):
@@ -416,6 +424,7 @@ def load_subject(
     coordinates: Frame = "ras",
     name_map: dict[str, str] | None = None,
     subject_id: str | None = None,
+    plausibility: PlausibilityMode = "warn",
 ) -> Subject:
     """A subject in the centred RAS+ world frame from a CT NIfTI and a landmark file.
 
@@ -425,14 +434,17 @@ def load_subject(
         coordinates: "ras", "lps" or "voxel": the frame of a CSV, or of a Slicer file that declares none.
         name_map: the user's label -> canonical name (``anatomy.LANDMARK_NAMES``).
         subject_id: defaults to the CT file name without .nii / .nii.gz.
+        plausibility: what implausible landmarks do: "warn" (log a warning), "error" or "off" (not checked).
 
     Returns:
         Subject with (I, J, K) float32 HU, the centred (4, 4) affine and (8, 3) landmarks in mm.
 
     Raises:
         VolumeError: naming the subject and the file, for any problem with either file, including
-        a landmark outside the volume.
+        a landmark outside the volume, and with ``plausibility="error"`` implausible landmarks.
     """
+    if plausibility not in PLAUSIBILITY_MODES:
+        raise ValueError(f"plausibility={plausibility!r}, expected one of {PLAUSIBILITY_MODES}")
     ct_path, landmarks_path = Path(ct_path), Path(landmarks_path)
     subject_id = _stem(ct_path) if subject_id is None else subject_id
     try:
@@ -442,7 +454,20 @@ def load_subject(
     except VolumeError as error:
         raise VolumeError(f"subject {subject_id}: {error}") from None
     centered = center_affine(affine, hu.shape)
-    return Subject(subject_id, hu, centered, voxel_to_world(centered, indices))
+    subject = Subject(subject_id, hu, centered, voxel_to_world(centered, indices))
+    _check_plausibility(subject, landmarks_path, plausibility)
+    return subject
+
+
+def _check_plausibility(subject: Subject, landmarks_path: Path, plausibility: PlausibilityMode) -> None:
+    """Warn about or refuse (``plausibility`` "warn" or "error") a subject whose landmarks are implausible."""
+    findings = [] if plausibility == "off" else PlausibilityChecks().findings(subject, str(landmarks_path))
+    if not findings:
+        return
+    message = f"{describe(findings)} (plausibility='off' skips these checks)"
+    if plausibility == "error":
+        raise VolumeError(message)
+    _log.warning(message)
 
 
 def _to_voxel(points: np.ndarray, frame: str, affine: np.ndarray) -> np.ndarray:

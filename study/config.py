@@ -5,8 +5,13 @@ training strategies, each a list of phases), ``tracking`` (MLflow), ``report`` (
 Table 1) and ``sweep`` (how ``study sweep`` runs trials).
 
 A config is named by a preset (``demo``, ``paper``: ``study/presets/<name>.yaml``) or by a path to
-a YAML file. Overrides are ``dotted.path=value`` strings whose value is parsed as YAML, e.g.
-``data.image_size=64`` or ``data.poses.rotation_deg=[10,10,10]``.
+a YAML file. A file may start from another with ``extends:``: a preset's name (``extends: demo``) or
+a ``.yaml`` file's path, relative to the extending file; it then names only what differs. Mappings
+merge key by key (a key given replaces that key, a nested mapping merges into the base's), lists and
+other values replace the base's whole; chains resolve base first, and a cycle is an error. Overrides
+are ``dotted.path=value`` strings whose value is parsed as YAML, e.g. ``data.image_size=64`` or
+``data.poses.rotation_deg=[10,10,10]``; they apply after the merge. What is validated and recorded
+(run params, the ``config.yaml`` artifact, data set manifests) is the resolved config, without ``extends``.
 """
 
 from importlib import resources
@@ -22,6 +27,7 @@ from components.fluoroscopy import Fluoroscope
 from components.geometry import Camera, rescale
 from components.losses import LOSSES, LossContext, LossSettings
 from components.model import UNetSettings
+from components.plausibility import PlausibilityMode
 from components.poses import POSE_LEVELS, PoseRanges
 from components.training import SELECTION_METRICS
 
@@ -34,7 +40,9 @@ __all__ = [
     "StudyConfig",
     "find_yaml",
     "load_config",
+    "merged",
     "problems",
+    "read_config_mapping",
     "read_yaml_mapping",
 ]
 
@@ -80,6 +88,11 @@ class CohortConfig(Strict):
     voxel_size_mm: float = Field(2.0, gt=0.5, le=5.0)
     path: str | None = None
     coordinates: Literal["ras", "lps", "voxel"] = "ras"
+    plausibility: PlausibilityMode = Field(
+        "warn",
+        description="a folder's landmark files are checked against adult anatomy when each subject is loaded "
+        "(components.plausibility): warn logs the findings, error refuses the subject, off skips the checks",
+    )
     annotation_noise_mm: float = Field(
         0.0, ge=0, le=20, description="sigma of the 3D placement error of the train split's landmarks (hand placement)"
     )
@@ -393,15 +406,57 @@ def read_yaml_mapping(path: Path) -> dict:
     return raw
 
 
+def merged(base: dict, override: dict) -> dict:
+    """``override`` laid over ``base``: nested mappings merge key by key; any other value (a list too) replaces."""
+    result = dict(base)
+    for key, value in override.items():
+        both_mappings = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = merged(result[key], value) if both_mappings else value
+    return result
+
+
+def read_config_mapping(path: Path, extended_by: tuple[Path, ...] = ()) -> dict:
+    """The raw config of a YAML file with its ``extends`` chain resolved (the merged mapping, no ``extends`` key).
+
+    ``extended_by``: the files that extend this one, closest last (to tell a cycle).
+    """
+    raw = read_yaml_mapping(path)
+    if "extends" not in raw:
+        return raw
+    base = raw.pop("extends")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: extends must name a preset or a .yaml file, got {base!r}")
+    base_path = _extended_file(path, base.strip())
+    chain = (*extended_by, path)
+    if base_path.resolve() in {file.resolve() for file in chain}:
+        cycle = " -> ".join(str(file) for file in (*chain, base_path))
+        raise ConfigError(f"{path}: extends {base!r} closes a cycle of config files: {cycle}")
+    return merged(read_config_mapping(base_path, chain), raw)
+
+
+def _extended_file(path: Path, base: str) -> Path:
+    """The file ``extends: base`` of the config file ``path`` names: a .yaml path relative to it, or a preset."""
+    if Path(base).suffix in (".yaml", ".yml"):
+        extended = path.parent / base
+        if not extended.is_file():
+            raise ConfigError(f"{path}: extends {base!r}, but {extended} is not a file")
+        return extended
+    preset = PRESETS_DIR / f"{base}.yaml"
+    if not preset.is_file():
+        names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise ConfigError(f"{path}: extends {base!r}, which is neither a preset ({names}) nor a .yaml file")
+    return preset
+
+
 def problems(error: ValidationError) -> str:
     """A pydantic error as one line: ``field.path: message; ...``."""
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
 
 def load_config(name_or_path: str, overrides: list[str] = ()) -> StudyConfig:
-    """The validated study config of a preset or YAML file, with overrides applied."""
+    """The validated study config of a preset or YAML file, its ``extends`` resolved, with overrides applied."""
     path = find_yaml(name_or_path, PRESETS_DIR, "config", "preset")
-    raw = read_yaml_mapping(path)
+    raw = read_config_mapping(path)
     for override in overrides:
         apply_override(raw, override)
     try:

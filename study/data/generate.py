@@ -64,7 +64,8 @@ def cohort_splits(config: StudyConfig) -> dict[str, list[SubjectSource]]:
         splits = assign_splits(sources, counts, config.seed, shuffle=False)
         shifted = [replace(source, phantom_shift=cohort.novel_subject_shift) for source in splits["novel_subject"]]
         return splits | {"novel_subject": shifted}
-    return assign_splits(folder_cohort(cohort.path, cohort.coordinates), counts, config.seed, shuffle=True)
+    sources = folder_cohort(cohort.path, cohort.coordinates, cohort.plausibility)
+    return assign_splits(sources, counts, config.seed, shuffle=True)
 
 
 def plan_shards(config: StudyConfig) -> list[ShardPlan]:

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from components import phantom
+from components.anatomy import LANDMARK_NAMES
 from components.cohort import SubjectSource, annotated_landmarks, assign_splits, folder_cohort, phantom_cohort
 from components.volumes import VolumeError
 
@@ -48,6 +49,22 @@ def test_folder_cohort_pairs_cts_with_landmark_files(tmp_path):
     sources = folder_cohort(tmp_path, coordinates="lps")
     assert [(s.subject_id, s.kind, s.coordinates) for s in sources] == [("a", "files", "lps"), ("b", "files", "lps")]
     assert sources[1].landmarks_path.endswith("b.mrk.json")
+
+
+@pytest.mark.parametrize("plausibility", ["error", "off"])
+def test_folder_subjects_are_checked_for_plausibility_as_they_load(tmp_path, plausibility):
+    write_ct(tmp_path / "a.nii.gz")  # all 0 HU: no landmark is near bone
+    rows = [f"{name},1.5,1.5,1.5" for name in LANDMARK_NAMES]
+    (tmp_path / "a.csv").write_text("\n".join(["name,x,y,z", *rows]) + "\n")
+    [source] = folder_cohort(tmp_path, plausibility=plausibility)
+    assert source.plausibility == plausibility
+    if plausibility == "off":
+        assert source.load().landmarks.shape == (8, 3)
+    else:
+        with pytest.raises(
+            VolumeError, match=r"^subject a: landmark file .*a\.csv: \d+ implausible finding\(s\): L_ASIS"
+        ):
+            source.load()
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@ import math
 
 import pytest
 
+from components.manifest import claim_folder, differing_keys
 from components.poses import PoseRanges
 from study.config import PRESETS_DIR, ConfigError, load_config
+from study.tracking.params import run_params
 
 
 def test_presets_load_and_resolve_the_render_camera():
@@ -124,6 +126,7 @@ def test_report_strategies_must_be_trained_strategies():
         (["data.fluoro={doze: 3}"], r"data.fluoro.doze: Unexpected keyword argument"),
         (["data.cohort.novel_subject_shift=1.5"], "data.cohort.novel_subject_shift"),
         (["data.cohort.annotation_noise_mm=-1"], "data.cohort.annotation_noise_mm"),
+        (["data.cohort.plausibility=loud"], r"data.cohort.plausibility: Input should be 'warn', 'error' or 'off'"),
         (["train.strategies.baseline.randomize={scatter: {spr: [1, 0]}}"], r"randomize.scatter: .*Scatter.spr"),
     ],
 )
@@ -188,3 +191,114 @@ def test_paper_tuned_keeps_the_platforms_choices():
     assert tuned.train.strategies["finetune"].phases[0].learning_rate == 1e-4
     assert set(tuned.train.strategies) == set(paper.train.strategies)
     assert tuned.data.cohort == paper.data.cohort and tuned.data.poses == paper.data.poses
+
+
+def test_paper_tuned_extends_paper_and_resolves_as_when_it_spelled_everything_out():
+    tuned, paper = load_config("paper_tuned").model_dump(mode="json"), load_config("paper").model_dump(mode="json")
+
+    def tenth(loss: str) -> list[dict]:  # one epoch of ``loss`` at a tenth of the training rate
+        phase = {"losses": {loss: 1.0}, "epochs": 1, "steps_per_epoch": None, "optimizer": "adam"}
+        return [phase | {"learning_rate": 0.0001, "weight_decay": 0.0}]
+
+    expected = {  # every value in which the spelled-out paper_tuned.yaml differed from paper
+        "name": "paper_tuned",
+        "data.views.train": 100,
+        "train.loss.pos_weight": 20.0,
+        "train.loss.solver": "implicit",
+        "train.loss.soft_argmax_input": "logits",
+        "train.loss.temperature": 1.0,
+        "train.loss.unrolled_learning_rate": 0.02,
+        "train.strategies.finetune.phases": tenth("pose"),
+        "train.strategies.finetune_bce.phases": tenth("bce"),
+        "train.strategies.finetune_landmark.phases": tenth("landmark"),
+        "train.strategies.randomized_finetune.phases": tenth("pose"),
+        "report.strategies": None,
+        "report.seeds": None,
+    }
+    assert differing_keys(paper, tuned) == set(expected)
+    for path, value in expected.items():
+        node = tuned
+        for key in path.split("."):
+            node = node[key]
+        assert node == value, path
+
+
+def write_yaml(path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_config_that_extends_a_preset_names_only_what_differs(tmp_path):
+    mine = write_yaml(
+        tmp_path / "mine.yaml",
+        "extends: demo\nname: mine\ndata: {image_size: 32, poses: {rotation_deg: [5, 5, 5]}}\nreport: {seeds: [7]}\n",
+    )
+    config = load_config(mine)
+    spelled_out = ["name=mine", "data.image_size=32", "data.poses.rotation_deg=[5, 5, 5]", "report.seeds=[7]"]
+    assert config == load_config("demo", spelled_out)
+    assert config.data.poses.translation_mm == (20.0, 40.0, 20.0)  # nested mappings merge: the rest is demo's
+    assert config.report.seeds == [7]  # lists are replaced whole
+
+
+def test_a_nested_key_replaces_that_key_and_lists_replace_whole(tmp_path):
+    phases = "[{losses: {bce: 1.0}, epochs: 1, learning_rate: 0.01}]"
+    mine = write_yaml(
+        tmp_path / "mine.yaml", f"extends: demo\ntrain: {{strategies: {{baseline: {{phases: {phases}}}}}}}\n"
+    )
+    demo, config = load_config("demo"), load_config(mine)
+    assert [(p.epochs, p.learning_rate) for p in config.train.strategies["baseline"].phases] == [(1, 0.01)]
+    assert set(config.train.strategies) == set(demo.train.strategies)  # the other strategies stay
+    assert config.train.strategies["finetune"] == demo.train.strategies["finetune"]
+
+
+def test_chains_resolve_base_first_and_paths_are_relative_to_the_extending_file(tmp_path):
+    write_yaml(tmp_path / "lab.yaml", "extends: demo\nname: lab\nseed: 5\ndata: {image_size: 48}\n")
+    mine = write_yaml(tmp_path / "studies" / "mine.yaml", "extends: ../lab.yaml\nname: mine\ndata: {shard_size: 5}\n")
+    config = load_config(mine)
+    assert (config.name, config.seed, config.data.image_size, config.data.shard_size) == ("mine", 5, 48, 5)
+    assert config.data.views == load_config("demo").data.views
+
+
+def test_overrides_apply_after_the_merge(tmp_path):
+    mine = write_yaml(tmp_path / "mine.yaml", "extends: demo\ndata: {image_size: 32}\n")
+    assert load_config(mine, ["data.image_size=48"]).data.image_size == 48
+    assert load_config(mine, ["data.poses.source_to_isocenter=700"]).data.poses.rotation_deg == (15.0, 15.0, 15.0)
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (
+            {"a.yaml": "extends: a.yaml\n"},
+            r"a\.yaml: extends 'a\.yaml' closes a cycle of config files: .*a\.yaml -> .*a\.yaml$",
+        ),
+        (
+            {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"},
+            r"b\.yaml: extends 'a\.yaml' closes a cycle of config files: .*a\.yaml -> .*b\.yaml -> .*a\.yaml$",
+        ),
+        (
+            {"a.yaml": "extends: demp\n"},
+            r"a\.yaml: extends 'demp', which is neither a preset \(demo, paper, paper_tuned\)",
+        ),
+        ({"a.yaml": "extends: nope.yaml\n"}, r"a\.yaml: extends 'nope\.yaml', but .*nope\.yaml is not a file"),
+        ({"a.yaml": "extends: [demo]\n"}, r"a\.yaml: extends must name a preset or a \.yaml file, got \['demo'\]"),
+        ({"a.yaml": "extends: demo\ndata: {colour: red}\n"}, r"a\.yaml: data\.colour: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_extends_name_the_files(tmp_path, files, message):
+    for name, text in files.items():
+        write_yaml(tmp_path / name, text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(tmp_path / "a.yaml"))
+
+
+def test_what_is_recorded_is_the_resolved_config(tmp_path):
+    mine = write_yaml(tmp_path / "mine.yaml", "extends: demo\nname: mine\ndata: {image_size: 32}\n")
+    config, spelled_out = load_config(mine), load_config("demo", ["name=mine", "data.image_size=32"])
+    artifact = config.model_dump(mode="json")  # the config.yaml of every run
+    assert "extends" not in artifact and artifact == spelled_out.model_dump(mode="json")
+    assert run_params(config, "baseline", None) == run_params(spelled_out, "baseline", None)
+    claimed = claim_folder(tmp_path / "data", config.data_part())  # a data set's manifest
+    assert claimed["config"]["data"]["image_size"] == 32 and "extends" not in claimed["config"]
+    assert claimed["config_hash"] == claim_folder(tmp_path / "data", spelled_out.data_part())["config_hash"]

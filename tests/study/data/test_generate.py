@@ -178,8 +178,9 @@ def write_real_cohort(folder: Path, seed: int, landmark_names=None):
     return subject
 
 
-def folder_config(cohort: Path, subjects: str):
-    return [f"data.cohort={{kind: folder, path: {cohort}, coordinates: ras, subjects: {subjects}}}"]
+def folder_config(cohort: Path, subjects: str, plausibility: str = "warn"):
+    cohort = f"kind: folder, path: {cohort}, coordinates: ras, subjects: {subjects}, plausibility: {plausibility}"
+    return [f"data.cohort={{{cohort}}}"]
 
 
 def test_a_real_ct_folder_goes_through_the_same_path(tiny_config_path, tmp_path, ray_session):
@@ -194,15 +195,28 @@ def test_a_real_ct_folder_goes_through_the_same_path(tiny_config_path, tmp_path,
         assert rows.image.std() > 0
 
 
-def test_a_bad_real_subject_fails_with_one_line_naming_it(tiny_config_path, tmp_path, ray_session, capsys):
-    from components.anatomy import LANDMARK_NAMES
+@pytest.mark.parametrize(
+    "problem, plausibility, message",
+    [
+        ("unknown name", "warn", "unknown landmark name 'ASIS_left'"),
+        ("sides swapped", "error", "3 implausible finding(s): L_ASIS, R_ASIS: "),
+    ],
+)
+def test_a_bad_real_subject_fails_with_one_line_naming_it(
+    tiny_config_path, tmp_path, ray_session, capsys, problem, plausibility, message
+):
+    from components.anatomy import LANDMARK_NAMES, PAPER
 
-    write_real_cohort(tmp_path / "cohort", 1, landmark_names=("ASIS_left",) + LANDMARK_NAMES[1:])
-    overrides = folder_config(tmp_path / "cohort", "{train: 1, val: 0, novel_subject: 0}")
+    if problem == "unknown name":
+        names = ("ASIS_left",) + LANDMARK_NAMES[1:]
+    else:
+        names = tuple(LANDMARK_NAMES[PAPER.mirror_index(slot)] for slot in range(len(LANDMARK_NAMES)))
+    write_real_cohort(tmp_path / "cohort", 1, landmark_names=names)
+    overrides = folder_config(tmp_path / "cohort", "{train: 1, val: 0, novel_subject: 0}", plausibility)
     arguments = ["generate", "--config", str(tiny_config_path), "--out", str(tmp_path / "data")]
     assert main(arguments + [f"--set={o}" for o in overrides]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: subject ct1:") and "unknown landmark name 'ASIS_left'" in error
+    assert error.startswith("error: subject ct1:") and message in error
     assert "\n" not in error and error.count("subject ct1") == 1
 
 
