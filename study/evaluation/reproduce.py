@@ -60,7 +60,7 @@ from study.training.data import rows_to_test, run_columns, splits_to_test
 from study.training.driver import train
 from study.training.run_folder import TrainResult
 
-__all__ = ["default_report_folder", "dry_run", "plan", "reproduce", "why_div"]
+__all__ = ["default_report_folder", "dry_run", "landmark_summaries", "plan", "reproduce", "why_div", "write_plots"]
 
 
 def with_training_seed(config: StudyConfig, seed: int) -> StudyConfig:
@@ -227,16 +227,11 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
         write_text(report, out_dir / "comparison.md"),
         write_json({"comparisons": comparisons, "claims": verdicts}, out_dir / "comparison.json"),
     ]
-    if summaries:
-        first_seed = {o.strategy: o.records for o in pooled if o.records is not None and o.seed == seeds[0]}
-        files.append(per_landmark_plot(summaries, out_dir / "per_landmark_rmse.png"))
-        files.append(error_cdf_plot(first_seed, out_dir / "error_cdf.png"))
-        number = next(iter(checkpoints))  # None, or the first fold with a model that learned: on its subject
-        fold = next((t.fold for t in trivial if number_of(t.fold) == number), None)
-        split, subjects = (TEST_SPLITS[-1], None) if fold is None else (splits[0], fold.held_out)
-        examples, camera, count = out_dir / "examples.png", config.data.render_camera(), config.report.examples or 4
-        files.append(prediction_examples(checkpoints[number], camera, data_dir, split, examples, count, subjects))
-    files.append(training_curves_plot(histories, out_dir / "training_curves.png"))
+    number = next(iter(checkpoints), None)  # None, or the first fold with a model that learned: on its subject
+    shown = next((t.fold for t in trivial if number_of(t.fold) == number), None)
+    examples = (TEST_SPLITS[-1], None) if shown is None else (splits[0], shown.held_out)
+    models = checkpoints.get(number, {})
+    files += write_plots(config, pooled, summaries, models, examples, histories, data_dir, out_dir)
     for path in files:
         tracker.log_file(parent, path, "table1")
     tracker.log_artifacts(parent, out_dir / "per_image", "per_image")
@@ -255,6 +250,31 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
     console.say(f"reproduce: {out_dir} (table1.md, {'folds.md, ' if folded else ''}comparison.md, per_image/, plots)")
     console.say(f"reproduce: {tracker.link(parent)}")
     return rows
+
+
+def write_plots(
+    config: StudyConfig,
+    outcomes: list[Outcome],
+    summaries: dict[str, dict],
+    models: dict[str, str],
+    examples: tuple[str, list[str] | None],
+    histories: dict[str, dict],
+    data_dir: Path,
+    out_dir: Path,
+) -> list[Path]:
+    """The plots of a reproduction: per-landmark RMSEs (``summaries``, by strategy), the first seed's error CDFs
+    (``outcomes``), each strategy's model (``models``: its checkpoint) on the first images of ``examples`` (a
+    split, and the subjects to draw or None: all), and the training curves (``histories``, by run)."""
+    files = []
+    if summaries:
+        seed = seeds_of(config)[0]
+        first_seed = {o.strategy: o.records for o in outcomes if o.records is not None and o.seed == seed}
+        files.append(per_landmark_plot(summaries, out_dir / "per_landmark_rmse.png"))
+        files.append(error_cdf_plot(first_seed, out_dir / "error_cdf.png"))
+        (split, subjects), camera, count = examples, config.data.render_camera(), config.report.examples or 4
+        files.append(prediction_examples(models, camera, data_dir, split, out_dir / "examples.png", count, subjects))
+    files.append(training_curves_plot(histories, out_dir / "training_curves.png"))
+    return files
 
 
 def start_parent_run(config: StudyConfig, tracker: Tracker, data_dir: Path) -> str:

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from components import statistics
 from components.anatomy import LANDMARK_NAMES
+from components.model import make_unet, save_checkpoint
 from study.cli import main
 from study.config import StudyConfig
 from study.data.generate import cohort_splits
@@ -23,7 +24,7 @@ from study.evaluation.cross_validation import (
     pooled_outcomes,
     with_fold_spread,
 )
-from study.evaluation.reproduce import plan, reproduce, trivial_records
+from study.evaluation.reproduce import landmark_summaries, plan, reproduce, trivial_records, write_plots
 from study.evaluation.table import DIVERGED, TRIVIAL, Outcome, footnotes, markdown, table_1
 from study.tracking.runs import RUN_NAME_TAG
 from study.training.data import run_columns, split_rows
@@ -255,6 +256,26 @@ def test_comparisons_pair_each_folds_models_on_their_own_subject(config):
         (again.difference, again.low, again.high), rel=1e-12
     )
     assert comparison["difference"] == pytest.approx(-0.2 * comparison["mean_b"], rel=1e-9)  # the same draws, x 0.8
+
+
+def test_the_plots_of_a_cross_validation_draw_a_folds_model_on_its_subject(config, tmp_path):
+    views = {"train": dict.fromkeys(SUBJECTS, 2), "novel_view": dict.fromkeys(SUBJECTS, 3), "val": {"phantom-00004": 2}}
+    data = write_dataset(tmp_path / "data", config, views)
+    settings = config.train.model
+    checkpoint = save_checkpoint(tmp_path / "model", make_unet(settings), settings, config.train.loss.decoding())
+    outcomes, _ = fold_outcomes(config)
+    pooled = pooled_outcomes(outcomes)
+    rows = table_1(pooled, None, config, SPLITS)
+    summaries = landmark_summaries(rows)
+    assert summaries["finetune"]["fluoro"]["argmax"]["rmse_px_R_ASIS"] == next(
+        r["L8"] for r in rows if (r["split"], r["strategy"]) == ("fluoro", "finetune")
+    )
+    models, examples = {"baseline": checkpoint.parent}, ("novel_view", ["phantom-00002"])
+    histories = {outcomes[0].label(): {"train_loss": [(1, 0.5), (2, 0.4)], "val_rmse_px": [(1, 3.0), (2, 2.5)]}}
+    seeded = config.model_copy(update={"report": config.report.model_copy(update={"seeds": [0, 1]})})
+    files = write_plots(seeded, pooled, summaries, models, examples, histories, data, tmp_path)
+    assert [f.name for f in files] == ["per_landmark_rmse.png", "error_cdf.png", "examples.png", "training_curves.png"]
+    assert all(f.stat().st_size > 1000 for f in files)
 
 
 # --- a whole cross-validated reproduction (slow) -----------------------------------------------------------------
