@@ -93,11 +93,11 @@ def interval(value: float, low: float, high: float, digits: int = 2) -> str:
     return f"{value:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-NOT_TESTABLE = "not testable"
-CROSS_VALIDATED = (
+NOT_TESTABLE = "not testable"  # a claim's verdict when a strategy it needs learned in no seed
+CROSS_VALIDATED = (  # what comparison.md says of a cross-validation's rows
     " Ours are pooled over the folds of a leave-one-subject-out cross-validation: every image is of the subject "
     "its fold held out, so our novel_view rows are novel subjects in the paper's terms (its novel_subject rows)."
-)  # a claim's verdict when a strategy it needs learned in no seed
+)
 
 
 def div_evidence(outcomes: list[Outcome], *strategies: str) -> str:

@@ -36,7 +36,6 @@ __all__ = [
     "aligned_errors",
     "footnotes",
     "format_cell",
-    "format_folds",
     "markdown",
     "table_1",
 ]

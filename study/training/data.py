@@ -38,6 +38,7 @@ __all__ = [
     "run_splits",
     "run_subjects",
     "share_splits",
+    "source_split",
     "split_columns",
     "split_rows",
     "splits_to_test",
@@ -87,13 +88,19 @@ def adopt_splits(shared: dict) -> None:
         _COLUMNS.setdefault((*key, split), columns)
 
 
-def run_rows(data_dir: str | Path, role: str, fold: FoldConfig | None) -> tuple[str, np.ndarray | None]:
-    """The split a run's ``role`` rows come from, and which of its rows they are ((N,) bool; None: all)."""
+def source_split(role: str, fold: FoldConfig | None = None) -> str:
+    """The split a run's ``role`` rows ("train" or "val") come from: the split of that name, or for a fold's val
+    rows the fold's val split (``fold.val``)."""
     if role not in ROLES:
         raise ValueError(f"role {role!r}: expected one of {ROLES}")
+    return fold.val if fold is not None and role == "val" else role
+
+
+def run_rows(data_dir: str | Path, role: str, fold: FoldConfig | None) -> tuple[str, np.ndarray | None]:
+    """The split a run's ``role`` rows come from, and which of its rows they are ((N,) bool; None: all)."""
+    split = source_split(role, fold)
     if fold is None:
-        return role, None
-    split = "train" if role == "train" else fold.val
+        return split, None
     subjects = split_rows(data_dir, split).subject_id
     if role == "train":
         unknown = sorted(set(fold.held_out) - set(subjects))

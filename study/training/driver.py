@@ -50,7 +50,7 @@ from study.tracking.params import Tuned, run_params
 from study.tracking.runs import Tracker
 from study.training import faults
 from study.training.callbacks import EpochLogger, TuneReportExceptLast, is_final, ray_train_callback
-from study.training.data import ROLES, run_splits, run_subjects
+from study.training.data import ROLES, run_splits, run_subjects, source_split
 from study.training.loop import train_loop
 from study.training.run_folder import (
     BEST_CHECKPOINT,
@@ -124,7 +124,7 @@ def train(
     description = run_description(config, strategy, start, data_dir, tuned)
     display = tuned.display_name if tuned is not None else None
     run_id = tracker.start_run(name, config, params, tags, description, parent_run_id, display)
-    log_splits(tracker.client, run_id, data_dir, data_manifest, source_splits(fold))
+    log_splits(tracker.client, run_id, data_dir, data_manifest, [source_split(role, fold) for role in ROLES])
 
     use_gpu = config.train.use_gpu if config.train.use_gpu is not None else gpus_present(launcher) > 0
     loop_config = {
@@ -226,11 +226,6 @@ def run_description(config: StudyConfig, strategy: str, start: str | None, data_
     return text
 
 
-def source_splits(fold: FoldConfig | None) -> tuple[str, str]:
-    """The splits a run's training and val rows come from."""
-    return ("train", "val") if fold is None else ("train", fold.val)
-
-
 def fold_tags(data_dir: Path, fold: FoldConfig | None) -> dict:
     """A fold's run's tags: ``study.fold``, ``study.held_out`` and the subjects it trains and validates on."""
     if fold is None:
@@ -245,7 +240,7 @@ def complete_manifest(data_dir: Path, fold: FoldConfig | None = None) -> dict:
     data_manifest = read_manifest(data_dir)
     if data_manifest is None or data_manifest.get("status") != "complete":
         raise DatasetError(f"{data_dir}: not a complete data set (run 'study generate' first)")
-    for split in source_splits(fold):
+    for split in [source_split(role, fold) for role in ROLES]:
         if not data_manifest["rows"].get(split):
             raise DatasetError(f"{data_dir}: the '{split}' split has no rows; training needs train and val DRRs")
     return data_manifest
@@ -395,7 +390,7 @@ def finish_tracking(
                 camera = config.data.render_camera()
                 fold, count = config.train.fold, config.tracking.overlays
                 subjects = run_subjects(data_dir, "val", fold) if fold is not None else None
-                split = source_splits(fold)[1]
+                split = source_split("val", fold)
                 png = prediction_examples(best, camera, data_dir, split, overlays, count, subjects)
                 tracker.log_file(result.run_id, png, "plots")
     tracker.end_run(result.run_id, "FINISHED")
