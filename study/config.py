@@ -37,6 +37,8 @@ __all__ = [
     "PRESETS_DIR",
     "SPACES_DIR",
     "ConfigError",
+    "CrossValidationConfig",
+    "FoldConfig",
     "StudyConfig",
     "find_yaml",
     "load_config",
@@ -230,6 +232,24 @@ class StrategyConfig(Strict):
     )
 
 
+class FoldConfig(Strict):
+    """One fold of a cross-validation by subject: training subjects held out of a run's training and val rows.
+
+    ``study reproduce`` sets it on each run of ``report.cross_validation``; set by hand (``study train``), it
+    trains that one fold. The fold's run is tested on its held-out subjects' rows of every test split.
+    """
+
+    number: int = Field(ge=1, description="the fold's number, from 1: its runs are named <name>-<strategy>-fold<n>")
+    held_out: list[str] = Field(
+        min_length=1, description="subject ids of the train split that the fold never trains or validates on"
+    )
+    val: Literal["val", "novel_view"] = Field(
+        "val",
+        description="the fold's val rows: the val split (subjects of its own), or, for a cohort without val "
+        "subjects, the novel_view views of the fold's training subjects; never the held-out subjects'",
+    )
+
+
 class TrainConfig(Strict):
     """How to train: the model, losses, strategies, and the Ray Train resources."""
 
@@ -257,6 +277,7 @@ class TrainConfig(Strict):
     )
     max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from the last checkpoint")
     storage: str = Field("runs", description="Ray Train storage folder (or URI on a cluster)")
+    fold: FoldConfig | None = Field(None, description="train one fold of a cross-validation (None: all the rows)")
 
     def loss_context(self, data: DataConfig) -> LossContext:
         """What the losses need: the settings, the detector at the training resolution, and the unrolled
@@ -293,6 +314,18 @@ class TrackingConfig(Strict):
     overlays: int = Field(4, ge=0, description="val images drawn with true and predicted landmarks")
 
 
+class CrossValidationConfig(Strict):
+    """How ``study reproduce`` cross-validates: ``leave_one_subject_out`` (as Grupp et al. evaluate DeepFluoro),
+    one fold per subject of the train split. Written as the kind alone or as ``{kind: ...}``."""
+
+    kind: Literal["leave_one_subject_out"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def a_kind_alone(cls, value):
+        return {"kind": value} if isinstance(value, str) else value
+
+
 class ReportConfig(Strict):
     """How ``study evaluate`` and ``study reproduce`` measure and report."""
 
@@ -305,6 +338,11 @@ class ReportConfig(Strict):
     success_mm: float = Field(10.0, gt=0, description="a registration succeeds when its mTRE is below this")
     bootstrap_resamples: int = Field(1000, ge=10)
     examples: int = Field(4, ge=0, description="images per strategy drawn with their predictions")
+    cross_validation: CrossValidationConfig | None = Field(
+        None,
+        description="study reproduce by folds over the train split's subjects, Table 1 pooled over the folds "
+        "(None: the data set's fixed splits)",
+    )
 
 
 class SweepConfig(Strict):
@@ -347,6 +385,33 @@ class StudyConfig(Strict):
             raise ValueError(f"report.strategies lists a strategy twice: {listed}")
         return self
 
+    @model_validator(mode="after")
+    def folds_fit_the_cohort(self):
+        subjects, views = self.data.cohort.subjects, self.data.views
+        fold = self.train.fold if self.train is not None else None
+        if fold is not None and fold.val == "val" and subjects.val == 0:
+            raise ValueError("train.fold.val 'val': the cohort has no val subjects (data.cohort.subjects.val is 0)")
+        if fold is not None and fold.val == "novel_view" and views.novel_view == 0:
+            raise ValueError("train.fold.val 'novel_view': there are no novel views (data.views.novel_view is 0)")
+        if self.report.cross_validation is None:
+            return self
+        kind = self.report.cross_validation.kind
+        if self.train is None:
+            raise ValueError(f"report.cross_validation {kind!r} needs a train section")
+        if fold is not None:
+            raise ValueError("train.fold: report.cross_validation sets the fold of each run; leave train.fold unset")
+        if subjects.train < 3:
+            raise ValueError(
+                f"report.cross_validation {kind!r} needs at least 3 training subjects (each fold trains on all but "
+                f"one), data.cohort.subjects.train is {subjects.train}"
+            )
+        if views.novel_view == 0:
+            raise ValueError(
+                f"report.cross_validation {kind!r} tests each held-out subject on its novel views: "
+                "data.views.novel_view must be at least 1"
+            )
+        return self
+
     def reported_strategies(self) -> list[str]:
         """The strategies ``study reproduce`` runs: ``report.strategies``, else every strategy of ``train``."""
         return list(self.report.strategies or (self.train.strategies if self.train is not None else []))
@@ -355,9 +420,14 @@ class StudyConfig(Strict):
         return self.seed if self.train is None or self.train.seed is None else self.train.seed
 
     def run_name(self, strategy: str) -> str:
-        """A strategy's default run name: ``<name>-<strategy>``, plus ``-seed<k>`` for another training seed."""
-        seed = self.training_seed()
-        return f"{self.name}-{strategy}" + (f"-seed{seed}" if seed != self.seed else "")
+        """A strategy's default run name: ``<name>-<strategy>``, plus ``-fold<n>`` for a fold of a cross-validation
+        and ``-seed<k>`` for another training seed."""
+        seed, fold = self.training_seed(), self.train.fold if self.train is not None else None
+        return (
+            f"{self.name}-{strategy}"
+            + (f"-fold{fold.number}" if fold is not None else "")
+            + (f"-seed{seed}" if seed != self.seed else "")
+        )
 
     def data_part(self) -> dict:
         """What defines the data set (and nothing else): the generated folder is claimed by this."""

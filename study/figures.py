@@ -95,16 +95,19 @@ def prediction_examples(
     split: str,
     out: str | Path,
     count: int = 4,
+    subjects: list[str] | None = None,
 ) -> Path:
-    """The PNG ``out`` of the first ``count`` images of ``split``: one row per label of ``checkpoints``, the true
-    landmarks (circles) and each model's argmax predictions (crosses), decoded as the model was trained."""
+    """The PNG ``out`` of the first ``count`` images of ``split`` (of ``subjects`` only, when given): one row per
+    label of ``checkpoints``, the true landmarks (circles) and each model's argmax predictions (crosses), decoded
+    as the model was trained."""
     rows = split_rows(data_dir, split)
-    count = min(count, len(rows))
-    columns = {key: value[:count] for key, value in split_columns(data_dir, split).items()}
+    chosen = np.isin(rows.subject_id, subjects) if subjects is not None else np.ones(len(rows), dtype=bool)
+    shown = np.flatnonzero(chosen)[:count]
+    columns = {key: value[shown] for key, value in split_columns(data_dir, split).items()}
     predicted = {}
     for label, checkpoint in checkpoints.items():
         model = load_trained_model(checkpoint)
         predicted[label] = training.predict(model.network, columns, camera, model.decoding).argmax.numpy()
-    names = [f"{split} {rows.subject_id[i]} v{rows.view_id[i]}" for i in range(count)]
+    names = [f"{split} {rows.subject_id[i]} v{rows.view_id[i]}" for i in shown]
     figure = prediction_grid(columns["image"], columns["landmarks_2d"], columns["visible"], predicted, names)
     return save_figure(figure, out)

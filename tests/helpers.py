@@ -83,6 +83,37 @@ tracking: {overlays: 2}
 report: {bootstrap_resamples: 50, examples: 2}
 """
 
+# A leave-one-subject-out study of 4 training subjects (tests/study/evaluation/test_cross_validation.py): a tiny
+# model, a one-epoch baseline and a fine-tune from it, in process (too short to learn: every fold's runs are DIV).
+CROSS_VALIDATION_CONFIG = """
+name: loso
+seed: 5
+data:
+  cohort:
+    kind: phantom
+    subjects: {train: 4, val: 1, novel_subject: 1}
+    voxel_size_mm: 4.0
+  views: {train: 4, novel_view: 2, val: 2, novel_subject: 1}
+  detector: {sdd: 1020.0, height: 1436, delx: 0.3}
+  image_size: 48
+  poses:
+    rotation_deg: [15.0, 15.0, 15.0]
+    translation_mm: [20.0, 40.0, 20.0]
+    source_to_isocenter: 800.0
+  renderer: {name: trilinear}
+  shard_size: 8
+  fluoro: {}
+train:
+  model: {encoder: resnet18, encoder_depth: 3}
+  loss: {radius: 2.5, pos_weight: 20.0}
+  batch_size: 4
+  launcher: process
+  strategies:
+    baseline: {phases: [{losses: {bce: 1.0}, epochs: 1, learning_rate: 0.003}]}
+    finetune_bce: {init: baseline, phases: [{losses: {bce: 1.0}, epochs: 1, learning_rate: 0.0001}]}
+tracking: {overlays: 1}
+report: {cross_validation: leave_one_subject_out, bootstrap_resamples: 50, examples: 2}
+"""
 
 # the strategies of the session's miniature reproduction (tests/study/conftest.py)
 REPRODUCED_STRATEGIES = ["baseline", "composite", "pose_only", "finetune", "finetune_bce", "randomized_finetune"]
@@ -96,6 +127,54 @@ parameters:
   pose_weight: {path: train.strategies.finetune.phases.0.losses.pose, distribution: loguniform, low: 0.001, high: 0.1}
   epochs: {path: train.strategies.finetune.phases.0.epochs, distribution: int, low: 1, high: 2}
 """
+
+
+def write_dataset(folder: Path, config: StudyConfig, views: dict[str, dict[str, int]]) -> Path:
+    """A small complete data set in ``folder`` without rendering: ``views[split][subject]`` rows per subject, tiny
+    blank images, each subject's own 3D landmarks, poses drawn from (seed, subject, view) within the config's
+    ranges, and the exact 2D landmarks projected with them; one shard per split and subject, and a manifest with
+    the rows and subjects per split as ``study generate`` writes it."""
+    import torch
+
+    from components import geometry
+    from components.dataset import DRRRows, write_shard
+    from components.manifest import dataset_hash, file_sha256, write_manifest
+    from components.poses import sample_poses
+
+    camera, shards = config.data.render_camera(), []
+    size = config.data.image_size
+    for split, subjects in views.items():
+        for subject, count in subjects.items():
+            first = 100 if split in ("novel_view", "fluoro") else 0  # novel views follow the training views
+            view_ids = list(range(first, first + count))
+            anatomy = np.random.default_rng(sum(map(ord, subject))).normal(0.0, 60.0, (8, 3))
+            poses = sample_poses(config.seed, subject, view_ids, config.data.poses.ranges())
+            landmarks_2d = geometry.project(torch.from_numpy(anatomy)[None].expand(count, -1, -1), poses, camera)
+            rows = DRRRows(
+                subject_id=np.full(count, subject, dtype=object),
+                view_id=np.asarray(view_ids, dtype=np.int32),
+                split=np.full(count, split, dtype=object),
+                image=np.zeros((count, size, size), dtype=np.uint16),
+                landmarks_2d=landmarks_2d.numpy(),
+                visible=np.ones((count, 8), dtype=bool),
+                landmarks_3d=np.broadcast_to(anatomy, (count, 8, 3)).copy(),
+                pose=poses.numpy(),
+                intrinsics=np.broadcast_to(geometry.make_k(camera).numpy(), (count, 3, 3)).copy(),
+            )
+            path = f"{split}/{subject}.parquet"
+            write_shard(rows, folder / path)
+            shards.append({"path": path, "split": split, "subject_id": subject, "rows": count})
+            shards[-1]["sha256"] = file_sha256(folder / path)
+    splits = ("train", "val", "novel_view", "novel_subject", "fluoro")
+    manifest = {
+        "status": "complete",
+        "shards": shards,
+        "rows": {split: sum(s["rows"] for s in shards if s["split"] == split) for split in splits},
+        "subjects": {split: sorted({s["subject_id"] for s in shards if s["split"] == split}) for split in splits},
+        "dataset_hash": dataset_hash(shards),
+    }
+    write_manifest(folder, manifest)
+    return folder
 
 
 def write_dicom(path, pixels, monochrome1=False, slope=1.0, intercept=0.0):

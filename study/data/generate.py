@@ -30,7 +30,7 @@ from study.runtime import ensure_ray
 if TYPE_CHECKING:
     from components.drr import SubjectRenderer
 
-__all__ = ["default_out_dir", "generate", "plan_shards"]
+__all__ = ["cohort_splits", "default_out_dir", "generate", "plan_shards"]
 
 FLUORO_STREAM = 7  # tells the fluoroscope's draws apart from the pose draws of the same (seed, subject, view)
 

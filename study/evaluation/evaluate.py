@@ -5,6 +5,7 @@ The model is a checkpoint folder or an MLflow run id (``study.evaluation.models`
 ``summary.json`` (per split and method) and plots into the output folder, and logs them with the
 metrics (``<split>_<metric>`` for argmax, the paper's, ``<split>_soft_<metric>`` for soft-argmax;
 ``study.evaluation.measure``) to the MLflow run, against the split's dataset and the run's model.
+A model of one fold of a cross-validation is evaluated on its held-out subjects' rows.
 """
 
 from pathlib import Path
@@ -45,10 +46,13 @@ def evaluate(
     files.append(per_landmark_plot({"model": summaries}, out_dir / "per_landmark_rmse.png"))
     files.append(error_cdf_plot({"model": records}, out_dir / "error_cdf.png"))
     if config.report.examples:
-        examples = out_dir / "examples.png"
-        camera = config.data.render_camera()
+        examples, camera = out_dir / "examples.png", config.data.render_camera()
+        fold = config.train.fold if config.train is not None else None  # a fold's model: its held-out subjects
+        first, held_out = next(iter(summaries)), fold.held_out if fold is not None else None
         files.append(
-            prediction_examples({"model": checkpoint}, camera, data_dir, splits[0], examples, config.report.examples)
+            prediction_examples(
+                {"model": checkpoint}, camera, data_dir, first, examples, config.report.examples, held_out
+            )
         )
     for split, methods in summaries.items():
         argmax, soft = methods["argmax"], methods["soft_argmax"]

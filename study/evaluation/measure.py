@@ -2,7 +2,8 @@
 
 A record is one image and one way of reading landmarks off the heatmaps (``argmax``, the paper's,
 or ``soft_argmax`` with the temperature the model was trained with, from its checkpoint): the
-error of every landmark and the pose registered from them (``components.evaluation``).
+error of every landmark and the pose registered from them (``components.evaluation``). A model of
+one fold of a cross-validation (``train.fold``) is measured on its held-out subjects' rows only.
 """
 
 from pathlib import Path
@@ -13,7 +14,7 @@ from components.model import load_trained_model
 from study.config import StudyConfig
 from study.tracking.datasets import log_splits
 from study.tracking.runs import Tracker
-from study.training.data import split_columns, split_rows
+from study.training.data import rows_to_test, splits_to_test
 
 __all__ = ["evaluate_checkpoint", "log_evaluation", "metric_names"]
 
@@ -22,14 +23,15 @@ def evaluate_checkpoint(
     checkpoint: str | Path, config: StudyConfig, data_dir: str | Path, splits=None
 ) -> tuple[list[dict], dict]:
     """Per-image records and summaries ``{split: {method: {metric: value}}}`` of a checkpoint on ``splits``
-    (default: the data set's test splits, ``data.test_splits()``)."""
+    (default: the data set's test splits, ``data.test_splits()``); for a fold (``train.fold``), on the rows of
+    its held-out subjects in those of ``splits`` that have any."""
     splits = config.data.test_splits() if splits is None else splits
+    fold = config.train.fold if config.train is not None else None
     model = load_trained_model(checkpoint)
     camera = config.data.render_camera()
     records, summaries = [], {}
-    for split in splits:
-        rows, columns = split_rows(data_dir, split), split_columns(data_dir, split)
-        ids = {"subject_id": rows.subject_id, "view_id": rows.view_id, "split": rows.split}
+    for split in splits_to_test(data_dir, splits, fold):
+        ids, columns = rows_to_test(data_dir, split, fold)
         predictions = training.predict(model.network, columns, camera, model.decoding)
         split_records = evaluation.per_image_results(predictions, columns, ids)
         records += split_records

@@ -22,7 +22,6 @@ __all__ = ["CLEAN", "FLUORO", "sim_to_real", "sim_to_real_markdown"]
 
 FLUORO = "fluoro"
 CLEAN = "clean"  # novel_view and novel_subject together: the views the fluoro split images again
-COLUMNS = (*TEST_SPLITS, CLEAN, FLUORO)
 
 
 def models(strategies: list[str]) -> list[str]:
@@ -43,12 +42,12 @@ def relabelled(outcome: Outcome, splits: tuple[str, ...], label: str) -> Outcome
     return replace(outcome, records=[r | {"split": label} for r in outcome.records if r["split"] in splits])
 
 
-def gap(outcomes: list[Outcome], strategy: str, config: StudyConfig) -> dict:
+def gap(outcomes: list[Outcome], strategy: str, clean_splits: tuple[str, ...], config: StudyConfig) -> dict:
     """``strategy``'s fluoro - clean on the same images (paired images and seeds); ``div`` when no seed learned."""
     mine = learned(outcomes, strategy)
     if not mine:
         return {"strategy": strategy, "div": True}
-    clean = [relabelled(o, TEST_SPLITS, CLEAN) for o in mine]
+    clean = [relabelled(o, clean_splits, CLEAN) for o in mine]
     fluoro = [relabelled(o, (FLUORO,), CLEAN) for o in mine]
     errors, subjects = aligned_errors(fluoro + clean, CLEAN)
     result = statistics.compare(
@@ -57,29 +56,34 @@ def gap(outcomes: list[Outcome], strategy: str, config: StudyConfig) -> dict:
     return {"strategy": strategy, "div": False, "images": len(subjects)} | asdict(result)
 
 
-def sim_to_real(outcomes: list[Outcome], trivial: list[dict], config: StudyConfig) -> dict:
-    """The table's rows (Table 1's, with the ``clean`` column added) and each model's gap; ``{}`` without a
-    fluoro split or a randomized twin."""
+def sim_to_real(outcomes: list[Outcome], trivial: list[dict], config: StudyConfig, splits=None) -> dict:
+    """The table's rows (Table 1's on ``splits``, default the data set's test splits, with the ``clean`` column
+    added) and each model's gap; ``{}`` without a fluoro split or a randomized twin. ``columns`` lists the
+    table's splits: the clean test splits reported (a cross-validation has novel_view only), clean, fluoro."""
+    splits = config.data.test_splits() if splits is None else splits
     strategies = models(list(dict.fromkeys(o.strategy for o in outcomes)))
-    if FLUORO not in config.data.test_splits() or not strategies:
+    clean_splits = tuple(split for split in TEST_SPLITS if split in splits)
+    if FLUORO not in splits or not clean_splits or not strategies:
         return {}
     chosen = [o for o in outcomes if o.strategy in strategies]
-    rows = table_1(chosen, trivial, config, (*TEST_SPLITS, FLUORO))
+    rows = table_1(chosen, trivial, config, (*clean_splits, FLUORO))
     rows += table_1(
-        [relabelled(o, TEST_SPLITS, CLEAN) for o in chosen],
-        [r | {"split": CLEAN} for r in trivial if r["split"] in TEST_SPLITS],
+        [relabelled(o, clean_splits, CLEAN) for o in chosen],
+        [r | {"split": CLEAN} for r in trivial if r["split"] in clean_splits],
         config,
         (CLEAN,),
     )
-    gaps = [gap(chosen, name, config) for name in strategies]
-    return {"rows": rows, "gaps": gaps, "strategies": [*strategies, TRIVIAL]}
+    gaps = [gap(chosen, name, clean_splits, config) for name in strategies]
+    columns = [*clean_splits, CLEAN, FLUORO]
+    return {"rows": rows, "gaps": gaps, "strategies": [*strategies, TRIVIAL], "columns": columns}
 
 
 def sim_to_real_markdown(table: dict, comparisons: list[dict]) -> str:
     """``sim_to_real.md``: the table, and the randomized twins against their clean twins on every split."""
     cells = {(r["split"], r["strategy"]): r for r in table["rows"]}
     gaps = {g["strategy"]: g for g in table["gaps"]}
-    header = ["model", "trained on", *COLUMNS, "fluoro - clean, px [95% CI]", "fluoro / clean", "p"]
+    columns = table["columns"]
+    header = ["model", "trained on", *columns, "fluoro - clean, px [95% CI]", "fluoro / clean", "p"]
     lines = [
         "# Sim to real: clean DRRs and the same views through the simulated fluoroscope",
         "",
@@ -89,7 +93,7 @@ def sim_to_real_markdown(table: dict, comparisons: list[dict]) -> str:
     for strategy in table["strategies"]:
         trained = "-" if strategy == TRIVIAL else "randomized" if strategy.startswith(RANDOMIZED) else "clean DRRs"
         row = [strategy.removeprefix(RANDOMIZED), trained]
-        row += [format_cell(cells[(split, strategy)], "mean") for split in COLUMNS]
+        row += [format_cell(cells[(split, strategy)], "mean") for split in columns]
         g = gaps.get(strategy)  # none for the trivial predictor: it predicts the same points on both
         if g is None:
             row += ["-", "-", ""]
@@ -105,7 +109,7 @@ def sim_to_real_markdown(table: dict, comparisons: list[dict]) -> str:
     lines += [
         "",
         "The paper's mean RMSE (px, argmax) ± sd over the training seeds that learned, with its 95% hierarchical "
-        "bootstrap interval; clean: novel_view and novel_subject together, the very views the fluoro split images "
+        "bootstrap interval; clean: the clean test splits together, the very views the fluoro split images "
         "again through the simulated fluoroscope (one fixed draw per image, the same for every model). fluoro - "
         "clean: the same images and seeds on both sides (p: Wilcoxon over per-subject differences). trivial: every "
         "landmark at its mean training position.",
@@ -117,7 +121,7 @@ def sim_to_real_markdown(table: dict, comparisons: list[dict]) -> str:
             "| split | randomized | clean twin | a - b, px [95% CI] | a / b [95% CI] | p |",
             "|---|---|---|---|---|---|",
         ]
-        for c in sorted(twins, key=lambda c: (c["b"], COLUMNS.index(c["split"]) if c["split"] in COLUMNS else 9)):
+        for c in sorted(twins, key=lambda c: (c["b"], columns.index(c["split"]) if c["split"] in columns else 9)):
             numbers = (
                 [DIVERGED, DIVERGED, ""]
                 if c["div"]

@@ -12,6 +12,9 @@ A run is DIV (``Outcome.div`` says why) when its loss diverged (non-finite, or e
 ``train.divergence_factor``) or when it did not learn: its final val RMSE is no better than the
 trivial predictor's. A DIV run's numbers leave its row and go to a footnote. The ``trivial`` row is
 that predictor (every landmark at its mean training position): how hard the task is.
+
+In a cross-validation (``study.evaluation.cross_validation``) the outcome of a seed pools its folds'
+records, and ``markdown`` adds the spread of the per-fold means.
 """
 
 import math
@@ -22,7 +25,7 @@ import numpy as np
 from components import evaluation, metrics, statistics
 from components.anatomy import LANDMARK_NAMES
 from components.dataset import TEST_SPLITS
-from study.config import StudyConfig
+from study.config import FoldConfig, StudyConfig
 
 __all__ = [
     "COLUMNS",
@@ -51,12 +54,20 @@ class Outcome:
         strategy, seed: which run.
         records: its per-image records (read back from its CSV), None when it left no checkpoint.
         div: why the run is DIV (a footnote), None when it learned.
+        fold: the fold of a cross-validation the run trained (None: the data set's fixed splits).
     """
 
     strategy: str
     seed: int
     records: list[dict] | None
     div: str | None = None
+    fold: FoldConfig | None = None
+
+    def label(self) -> str:
+        """``<strategy> seed <k>``, and the fold: ``, fold 2 (phantom-00001 held out)``."""
+        fold = self.fold
+        held_out = f", fold {fold.number} ({', '.join(fold.held_out)} held out)" if fold is not None else ""
+        return f"{self.strategy} seed {self.seed}{held_out}"
 
 
 def split_records(records: list[dict], split: str) -> list[dict]:
@@ -143,18 +154,30 @@ def footnotes(outcomes: list[Outcome], config: StudyConfig, splits=TEST_SPLITS) 
             continue
         numbers = ""
         if outcome.records is not None:
-            means = {s: cells_of(split_records(outcome.records, s), config)["mean"] for s in splits}
+            tested = [s for s in splits if split_records(outcome.records, s)]  # a fold: its subject's splits
+            means = {s: cells_of(split_records(outcome.records, s), config)["mean"] for s in tested}
             numbers = "; its mean RMSE: " + ", ".join(f"{s} {v:.2f} px" for s, v in means.items())
-        lines.append(f"{outcome.strategy} seed {outcome.seed}: {DIVERGED}, {outcome.div}{numbers}")
+        lines.append(f"{outcome.label()}: {DIVERGED}, {outcome.div}{numbers}")
     return lines
 
 
-def markdown(rows: list[dict], notes: list[str], seeds: list[int], checkpoint: str) -> str:
-    """Table 1 as Markdown, with how to read it and the DIV footnotes."""
-    header = ["split", "strategy", *COLUMNS]
+def format_folds(row: dict) -> str:
+    """The spread of a cross-validation row's per-fold means: ``min / median / max``, and its DIV fold runs."""
+    if not row["folds"]:
+        return DIVERGED
+    text = f"{row['fold_min']:.2f} / {row['fold_median']:.2f} / {row['fold_max']:.2f}"
+    return text + (f" ({row['fold_runs_diverged']} of {row['fold_runs']} DIV)" if row["fold_runs_diverged"] else "")
+
+
+def markdown(rows: list[dict], notes: list[str], seeds: list[int], checkpoint: str, folds: int | None = None) -> str:
+    """Table 1 as Markdown, with how to read it and the DIV footnotes; for a cross-validation of ``folds`` folds
+    (rows with the keys ``study.evaluation.cross_validation.with_fold_spread`` adds), a column of the per-fold
+    means' spread."""
+    header = ["split", "strategy", *COLUMNS, *(["folds"] if folds else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        lines.append("| " + " | ".join([row["split"], row["strategy"], *[format_cell(row, c) for c in COLUMNS]]) + " |")
+        cells = [format_cell(row, c) for c in COLUMNS] + ([format_folds(row)] if folds else [])
+        lines.append("| " + " | ".join([row["split"], row["strategy"], *cells]) + " |")
     lines.append("")
     lines.append(
         f"RMSE in px by argmax, mean ± sd over {len(seeds)} training seed(s) ({', '.join(map(str, seeds))}), "
@@ -165,6 +188,17 @@ def markdown(rows: list[dict], notes: list[str], seeds: list[int], checkpoint: s
         "landmark at its mean training position. DIV: the loss diverged, or the final val RMSE was no better than "
         "the trivial predictor's."
     )
+    if folds:
+        lines.append("")
+        lines.append(
+            f"Leave-one-subject-out cross-validation, {folds} folds: each fold trains on every training subject "
+            "but one and is tested on that one, so every image belongs to exactly one fold's test and each row "
+            "pools the folds (the trivial predictor's mean positions too come from each fold's own training rows). "
+            "The subjects the bootstrap resamples are the held-out subjects, one per fold. novel_view: the held-out "
+            "subjects' views that no fold trains on (novel subjects, in the paper's terms). folds: each fold's mean "
+            "RMSE (over its seeds), min / median / max over the folds (folds.md has every fold); a DIV fold run "
+            "leaves its subject out of its seed's pool."
+        )
     for index, note in enumerate(notes, 1):
         lines.append(f"\n[{index}] {note}")
     return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@ what a person compares in the UI (Compare, "Show diff only"; parallel coordinate
 - the data set's defining settings: ``data.cohort.kind``, ``data.cohort.subjects.train``, ...,
   ``data.image_size``, ``data.poses.rotation_deg`` (lists as ``15,15,15``), ``data.renderer.name``;
 - the model and the losses' and decoding settings: ``model.encoder``, ``loss.temperature``, ...;
-- training: ``seed``, ``batch_size``, ``checkpoint``, ``selection_metric``, ``augment``, ...;
+- training: ``seed``, ``batch_size``, ``checkpoint``, ``selection_metric``, ``augment``, ...; for one
+  fold of a cross-validation ``fold.number``, ``fold.held_out`` and ``fold.val``;
 - a strategy run's own: ``strategy``, ``init`` (``random`` for none), ``randomize`` (on: domain
   randomization, its settings in ``config.yaml``) and per phase
   ``phase<i>.loss.<name>`` (the weight of every registered loss, 0 for one the phase does not use),
@@ -85,6 +86,8 @@ def study_params(config: StudyConfig) -> dict[str, str]:
         paths |= {f"train.{key}": train[key] for key in TRAIN_SETTINGS}
         paths["train.seed"] = config.training_seed()
         paths["train.augment"] = "on" if train["augment"] else "off"
+        if train["fold"] is not None:  # a fold of a cross-validation: fold.number, fold.held_out, fold.val
+            paths["train.fold"] = train["fold"]
     params = {}
     for path, value in paths.items():
         params |= {param_name(key): text(scalar) for key, scalar in flat(value, path).items()}

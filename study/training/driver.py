@@ -13,14 +13,17 @@ batch-norm statistics, which DDP keeps per worker).
 How a run is put together:
 
 - the driver (``train``) claims the run folder, resolves the start and opens the MLflow run;
+- a run trains on the ``train`` split and validates on ``val``; one fold of a cross-validation
+  (``train.fold``) leaves its held-out subjects out of both (``study.training.data.run_columns``);
 - in process, one ``LocalWorker`` takes the rows from ``study.training.data`` (read once per
   process) and keeps its checkpoints in the run folder;
-- on Ray Train, the driver puts the ``train`` and ``val`` splits into Ray's object store once (read
+- on Ray Train, the driver puts the run's rows into Ray's object store once (read
   once per process); every worker takes all the rows from there and trains on its share of every batch; Ray
   keeps the latest and the best checkpoint by ``train.selection_metric``; a worker that dies
   restarts from the latest one (``train.max_failures``);
 - the MLflow run gets the parameters that tell it apart (``study.tracking.params``), its config,
-  a description and the ``train`` and ``val`` splits as its datasets;
+  a description and the splits it trains and validates on as its datasets; a fold's run is tagged
+  with its fold, held-out subjects and the subjects it trains and validates on;
 - every epoch, ``EpochLogger`` says a line and logs the metrics to MLflow (step: the epoch from 1,
   continuing the count of the checkpoint the run started from);
 - starting a run again with the same name resumes it; a finished run is returned as it is;
@@ -39,7 +42,7 @@ from components.dataset import DatasetError
 from components.manifest import read_manifest
 from components.model import CHECKPOINT_FILE, load_checkpoint, trained_model
 from study import console
-from study.config import LAUNCHERS, ConfigError, StudyConfig
+from study.config import LAUNCHERS, ConfigError, FoldConfig, StudyConfig
 from study.runtime import ensure_ray, ray_is_running
 from study.tracking.datasets import log_splits
 from study.tracking.models import log_unet
@@ -47,7 +50,7 @@ from study.tracking.params import Tuned, run_params
 from study.tracking.runs import Tracker
 from study.training import faults
 from study.training.callbacks import EpochLogger, TuneReportExceptLast, is_final, ray_train_callback
-from study.training.data import share_splits
+from study.training.data import ROLES, run_splits, run_subjects, source_split
 from study.training.loop import train_loop
 from study.training.run_folder import (
     BEST_CHECKPOINT,
@@ -104,7 +107,8 @@ def train(
         if finished is not None:
             console.say(f"{name}: already trained ({finished.status}, {finished.epochs} epochs); reused")
             return finished
-    data_manifest = complete_manifest(data_dir)
+    fold = config.train.fold
+    data_manifest = complete_manifest(data_dir, fold)
     tracker = Tracker(config)
     start = init if init is not None else strategies[strategy].init
     init_checkpoint = resolve_init(config, start, data_dir, tracker)
@@ -115,12 +119,12 @@ def train(
         "study.data_dir": str(data_dir.resolve()),
         "study.init": str(init_checkpoint),
         "study.first_step": first_step,
-    }
+    } | fold_tags(data_dir, fold)
     params = run_params(config, strategy, start, tuned)
     description = run_description(config, strategy, start, data_dir, tuned)
     display = tuned.display_name if tuned is not None else None
     run_id = tracker.start_run(name, config, params, tags, description, parent_run_id, display)
-    log_splits(tracker.client, run_id, data_dir, data_manifest, ("train", "val"))
+    log_splits(tracker.client, run_id, data_dir, data_manifest, [source_split(role, fold) for role in ROLES])
 
     use_gpu = config.train.use_gpu if config.train.use_gpu is not None else gpus_present(launcher) > 0
     loop_config = {
@@ -222,12 +226,21 @@ def run_description(config: StudyConfig, strategy: str, start: str | None, data_
     return text
 
 
-def complete_manifest(data_dir: Path) -> dict:
-    """The manifest of a complete data set with train and val rows (else a ``DatasetError`` naming the folder)."""
+def fold_tags(data_dir: Path, fold: FoldConfig | None) -> dict:
+    """A fold's run's tags: ``study.fold``, ``study.held_out`` and the subjects it trains and validates on."""
+    if fold is None:
+        return {}
+    tags = {"study.fold": fold.number, "study.held_out": ",".join(fold.held_out)}
+    return tags | {f"study.{role}_subjects": ",".join(run_subjects(data_dir, role, fold)) for role in ROLES}
+
+
+def complete_manifest(data_dir: Path, fold: FoldConfig | None = None) -> dict:
+    """The manifest of a complete data set with rows to train and validate on (else a ``DatasetError`` naming the
+    folder)."""
     data_manifest = read_manifest(data_dir)
     if data_manifest is None or data_manifest.get("status") != "complete":
         raise DatasetError(f"{data_dir}: not a complete data set (run 'study generate' first)")
-    for split in ("train", "val"):
+    for split in [source_split(role, fold) for role in ROLES]:
         if not data_manifest["rows"].get(split):
             raise DatasetError(f"{data_dir}: the '{split}' split has no rows; training needs train and val DRRs")
     return data_manifest
@@ -251,7 +264,7 @@ def train_on_ray(
     from study.training.ray_worker import ray_train_loop_with
 
     ensure_ray()
-    splits = ray.put(share_splits(data_dir))  # once into the object store; every worker takes all of each split
+    splits = ray.put(run_splits(data_dir, config.train.fold))  # once into the object store; every worker takes all
     metric = config.train.selection_metric
     callbacks = [ray_train_callback(logger)] + ([TuneReportExceptLast()] if report_to_tune else [])
     trainer = TorchTrainer(
@@ -303,7 +316,7 @@ def train_in_process(
             tune.report(metrics)
 
     metric = config.train.selection_metric
-    worker = LocalWorker(run_folder, data_dir, metric, use_gpu, on_report)
+    worker = LocalWorker(run_folder, data_dir, metric, use_gpu, on_report, config.train.fold)
     returned = train_loop(loop_config, worker)
     best = run_folder / BEST_CHECKPOINT
     has_best = (best / CHECKPOINT_FILE).is_file()
@@ -375,6 +388,9 @@ def finish_tracking(
                 best = {"model": result.checkpoint(which)}
                 overlays = Path(folder) / "val_overlays.png"
                 camera = config.data.render_camera()
-                png = prediction_examples(best, camera, data_dir, "val", overlays, config.tracking.overlays)
+                fold, count = config.train.fold, config.tracking.overlays
+                subjects = run_subjects(data_dir, "val", fold) if fold is not None else None
+                split = source_split("val", fold)
+                png = prediction_examples(best, camera, data_dir, split, overlays, count, subjects)
                 tracker.log_file(result.run_id, png, "plots")
     tracker.end_run(result.run_id, "FINISHED")

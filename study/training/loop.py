@@ -42,8 +42,9 @@ class Worker(Protocol):
     device: torch.device
     scratch: str | None  # where the loop saves each checkpoint before reporting it (None: the system's temp)
 
-    def rows(self, split: str) -> dict[str, np.ndarray]:
-        """The training columns of all of ``split`` (each worker trains on its share of every batch)."""
+    def rows(self, role: str) -> dict[str, np.ndarray]:
+        """The training columns of all of the run's ``role`` rows, "train" or "val" (``data.run_columns``; each
+        worker trains on its share of every batch)."""
 
     def resumed_state(self) -> dict:
         """The latest checkpoint's contents when the run resumes, else ``{}``."""

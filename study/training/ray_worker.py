@@ -1,8 +1,8 @@
 """The training loop on a Ray Train worker (DDP): ``ray_train_loop_with(splits)`` is its entry point.
 
 ``RayTrainWorker`` gives the loop (``study.training.loop.train_loop``) its rank, rows, resumed
-state and a place to report to: all of every split, as the driver read it and put it into Ray's
-object store once (``study.training.data.share_splits``; each worker trains on its share of every
+state and a place to report to: all of the run's rows, as the driver read them and put them into
+Ray's object store once (``study.training.data.run_splits``; each worker trains on its share of every
 batch), checkpoints handed to Ray Train (which keeps the latest and the best in the run folder).
 Its twin in this process is ``study.training.workers.LocalWorker``. Only the Ray Train launcher
 imports this module.
@@ -41,9 +41,10 @@ class RayTrainWorker:
         self.device = ray.train.torch.get_device()
         self.scratch = None  # the system's temporary folder: Ray Train copies the checkpoint into its storage
 
-    def rows(self, split: str) -> dict[str, np.ndarray]:
-        """All of ``split``, in the order the driver read it (writable copies of the object store's arrays)."""
-        return {name: np.array(column) for name, column in self.splits[split].items()}
+    def rows(self, role: str) -> dict[str, np.ndarray]:
+        """All of the run's ``role`` rows, in the order the driver read them (writable copies of the object
+        store's arrays)."""
+        return {name: np.array(column) for name, column in self.splits[role].items()}
 
     def resumed_state(self) -> dict:
         checkpoint = ray.train.get_checkpoint()
@@ -60,12 +61,11 @@ class RayTrainWorker:
 
 
 def ray_train_loop_with(splits: ray.ObjectRef) -> Callable[[dict], dict]:
-    """The entry point of a Ray Train worker, on the splits ``share_splits`` gave (an object ref: each worker
-    fetches them from the object store, once)."""
+    """The entry point of a Ray Train worker, on the rows ``run_splits`` gave (an object ref: each worker fetches
+    them from the object store, once)."""
 
     def ray_train_loop(loop_config: dict) -> dict:
         quiet_report_logs()
-        shared = ray.get(splits)
-        return train_loop(loop_config, RayTrainWorker(shared["splits"]))
+        return train_loop(loop_config, RayTrainWorker(ray.get(splits)))
 
     return ray_train_loop

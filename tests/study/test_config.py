@@ -135,6 +135,46 @@ def test_bad_train_sections_name_the_field(overrides, message):
         load_config("demo", overrides)
 
 
+@pytest.mark.parametrize("value", ["leave_one_subject_out", "{kind: leave_one_subject_out}"])
+def test_cross_validation_is_a_kind_alone_or_a_mapping(value):
+    config = load_config("demo", [f"report.cross_validation={value}"])
+    assert config.report.cross_validation.kind == "leave_one_subject_out"
+    assert config.model_dump(mode="json")["report"]["cross_validation"] == {"kind": "leave_one_subject_out"}
+    assert load_config("demo").report.cross_validation is None  # off by default
+
+
+LOSO = "report.cross_validation=leave_one_subject_out"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["report.cross_validation=k_fold"], r"report.cross_validation.kind: Input should be 'leave_one_subject_out'"),
+        (["report.cross_validation={kind: leave_one_subject_out, k: 5}"], "report.cross_validation.k: Extra inputs"),
+        ([LOSO, "data.cohort.subjects.train=2"], r"needs at least 3 training subjects .*cohort.subjects.train is 2"),
+        ([LOSO, "data.views.novel_view=0"], "tests each held-out subject on its novel views: data.views.novel_view"),
+        (
+            [LOSO, "train=null", "report.strategies=null"],
+            "report.cross_validation 'leave_one_subject_out' needs a train section",
+        ),
+        ([LOSO, "train.fold={number: 1, held_out: [phantom-00000]}"], "sets the fold of each run; leave train.fold"),
+        (["train.fold={number: 0, held_out: [phantom-00000]}"], "train.fold.number"),
+        (["train.fold={number: 1, held_out: []}"], "train.fold.held_out"),
+        (["train.fold={number: 1, held_out: [a]}", "data.cohort.subjects.val=0"], "the cohort has no val subjects"),
+        (["train.fold={number: 1, held_out: [a], val: novel_view}", "data.views.novel_view=0"], "no novel views"),
+    ],
+)
+def test_bad_cross_validations_and_folds_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", overrides)
+
+
+def test_a_fold_is_in_the_run_name():
+    config = load_config("demo", ["train.fold={number: 2, held_out: [phantom-00001]}"])
+    assert config.run_name("baseline") == "demo-baseline-fold2" and config.train.fold.val == "val"
+    assert load_config("demo", ["train.seed=1"]).run_name("finetune") == "demo-finetune-seed1"
+
+
 def test_a_pose_level_sets_the_ranges():
     config = load_config("demo", ["data.poses={level: hard, source_to_isocenter: 800}"])
     assert config.data.poses.ranges() == PoseRanges((45.0, 45.0, 15.0), (50.0, 50.0, 50.0), 800.0)
