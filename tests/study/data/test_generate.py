@@ -187,7 +187,7 @@ def test_a_real_ct_folder_goes_through_the_same_path(tiny_config_path, tmp_path,
     subjects = {seed: write_real_cohort(tmp_path / "cohort", seed) for seed in (1, 2)}
     overrides = folder_config(tmp_path / "cohort", "{train: 1, val: 0, novel_subject: 1}")
     manifest = generate(load_config(str(tiny_config_path), overrides), tmp_path / "data")
-    assert manifest["rows"] == {"train": 4, "val": 0, "novel_view": 2, "novel_subject": 3}
+    assert manifest["rows"] == {"train": 4, "val": 0, "novel_view": 2, "novel_subject": 3, "fluoro": 5}
     for split in ("train", "novel_subject"):
         rows = read_split(tmp_path / "data", split)
         seed = int(rows.subject_id[0].removeprefix("ct"))
