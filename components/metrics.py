@@ -28,11 +28,11 @@ def mean_target_registration_error_mm(
     """(B,) mean over the landmarks of the distance between where the two poses put them, mm.
 
     Each pose maps a (B, N, 3) world landmark into the C-arm's frame; the TRE of a landmark is the
-    distance between its two images there.
+    distance between its two images there. A landmark the subject lacks (NaN) is left out of the mean.
     """
     moved = geometry.to_camera_frame(landmarks_3d, pose)
     expected = geometry.to_camera_frame(landmarks_3d, reference)
-    return (moved - expected).norm(dim=-1).mean(-1)
+    return (moved - expected).norm(dim=-1).nanmean(-1)
 
 
 def landmark_squared_errors(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""A procedural pelvis CT: a seeded adult pelvis in Hounsfield units, with its 8 landmarks.
+"""A procedural pelvis CT: a seeded adult pelvis in Hounsfield units, with its landmarks.
+
+It places every landmark of the registered landmark sets (``PHANTOM_LANDMARKS``: the paper's 8 and
+DeepFluoro's 14) and returns those of the set it is asked for (``anatomy.LandmarkSet``), in its order.
 
 ``sample_phantom_params(seed)`` draws the anatomy and the scene of one subject; ``make_phantom(params)``
 is its deterministic twin that builds the CT (the TorchIO split between a random transform and the

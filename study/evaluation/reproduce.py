@@ -82,12 +82,14 @@ def trivial_records(config: StudyConfig, data_dir: Path) -> tuple[list[dict], fl
     """The trivial predictor's per-image records on the test splits, and its val RMSE (px, pooled: what a run
     must beat by the selection metric's measure, ``val_rmse_px``)."""
     train_rows, camera = split_columns(data_dir, "train"), config.data.render_camera()
+    landmarks, minimum = config.data.landmarks.landmark_set(), config.data.landmarks.min_for_registration
     records = []
     for split in config.data.test_splits():
         rows, columns = split_rows(data_dir, split), split_columns(data_dir, split)
         ids = {"subject_id": rows.subject_id, "view_id": rows.view_id, "split": rows.split}
-        predicted = evaluation.mean_position_predictions(train_rows, columns, camera)
-        records += [r for r in evaluation.per_image_results(predicted, columns, ids) if r["method"] == "argmax"]
+        predicted = evaluation.mean_position_predictions(train_rows, columns, camera, minimum)
+        per_image = evaluation.per_image_results(predicted, columns, ids, landmarks)
+        records += [r for r in per_image if r["method"] == "argmax"]
     return records, training.mean_position_rmse(train_rows, split_columns(data_dir, "val"))
 
 
@@ -161,7 +163,7 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
     notes = footnotes(outcomes, config, splits)
     comparisons = compare_strategies(outcomes, config, splits)
     verdicts = claims(outcomes, comparisons, config)
-    table = markdown(rows, notes, seeds_of(config), which)
+    table = markdown(rows, notes, seeds_of(config), which, config.data.landmarks.landmark_set())
     report = comparison_markdown(rows, comparisons, verdicts, config)
     files = [
         write_text(table, out_dir / "table1.md"),
@@ -172,8 +174,9 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
     ]
     if summaries:
         first_seed = {o.strategy: o.records for o in outcomes if o.records is not None and o.seed == runs[0]["seed"]}
-        files.append(per_landmark_plot(summaries, out_dir / "per_landmark_rmse.png"))
-        files.append(error_cdf_plot(first_seed, out_dir / "error_cdf.png"))
+        landmarks = config.data.landmarks.landmark_set()
+        files.append(per_landmark_plot(summaries, landmarks, out_dir / "per_landmark_rmse.png"))
+        files.append(error_cdf_plot(first_seed, landmarks, out_dir / "error_cdf.png"))
         examples, camera = out_dir / "examples.png", config.data.render_camera()
         files.append(
             prediction_examples(checkpoints, camera, data_dir, TEST_SPLITS[-1], examples, config.report.examples or 4)
