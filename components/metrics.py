@@ -1,6 +1,7 @@
 """Errors of landmarks and C-arm poses against the truth, and their summaries (RMSE, bootstrap intervals)."""
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -54,9 +55,10 @@ def pooled_rmse(errors: np.ndarray) -> float:
 
 
 def per_landmark_rmse(errors: np.ndarray) -> np.ndarray:
-    """(N,) RMSE of each landmark over the images where it is visible."""
+    """(N,) RMSE of each landmark over the images where it is visible; NaN for one visible in none."""
     squared = np.where(np.isfinite(errors), errors**2, np.nan)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "Mean of empty slice" for a landmark never visible
         return np.sqrt(np.nanmean(squared, axis=0)) if len(errors) else np.full(errors.shape[1], math.nan)
 
 

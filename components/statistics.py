@@ -245,7 +245,7 @@ def compare(
         seed: of the random draws.
         paired_seeds: resample a's and b's seeds together (needs Sa == Sb).
     """
-    a, b = _errors_by_seed(a, "a"), _errors_by_seed(b, "b")
+    a, b = _same_landmarks(_errors_by_seed(a, "a"), _errors_by_seed(b, "b"))
     subjects = _subjects(subjects, len(a[0]), "subjects")
     if len(b[0]) != len(a[0]):
         raise ValueError(f"a and b must have the same images, got {len(a[0])} and {len(b[0])}")
@@ -290,7 +290,7 @@ def compare_unpaired(
         resamples: R, bootstrap resamples.
         seed: of the random draws.
     """
-    a, b = _errors_by_seed(a, "a"), _errors_by_seed(b, "b")
+    a, b = _same_landmarks(_errors_by_seed(a, "a"), _errors_by_seed(b, "b"))
     subjects_a = _subjects(subjects_a, len(a[0]), "subjects_a")
     subjects_b = _subjects(subjects_b, len(b[0]), "subjects_b")
     _check_resamples(resamples)
@@ -348,6 +348,12 @@ def _errors_by_seed(errors: np.ndarray, name: str) -> np.ndarray:
     if errors.ndim != 3 or 0 in errors.shape:
         raise ValueError(f"{name} must be (seeds, images, landmarks) errors, got shape {errors.shape}")
     return errors
+
+
+def _same_landmarks(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if a.shape[2] != b.shape[2]:
+        raise ValueError(f"a and b must have the same landmarks, got {a.shape[2]} and {b.shape[2]}")
+    return a, b
 
 
 def _subjects(subjects: np.ndarray, images: int, name: str) -> np.ndarray:

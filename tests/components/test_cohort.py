@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from components import phantom
+from components.anatomy import DEEPFLUORO, PAPER
 from components.cohort import SubjectSource, annotated_landmarks, assign_splits, folder_cohort, phantom_cohort
 from components.volumes import VolumeError
 
@@ -70,10 +71,11 @@ def test_missing_cohort_folder(tmp_path):
         folder_cohort(tmp_path / "nowhere")
 
 
-def test_phantom_source_loads_its_subject():
-    source = SubjectSource("phantom-x", "phantom", phantom_seed=4, voxel_size=4.0)
-    subject = source.load()
-    assert subject.subject_id == "phantom-x" and subject.landmarks.shape == (8, 3)
+@pytest.mark.parametrize("landmarks", [PAPER, DEEPFLUORO], ids=lambda landmarks: landmarks.name)
+def test_phantom_source_loads_its_subject(landmarks):
+    source = SubjectSource("phantom-x", "phantom", phantom_seed=4, voxel_size=8.0)
+    subject = source.load(landmarks)
+    assert subject.subject_id == "phantom-x" and subject.landmarks.shape == (len(landmarks), 3)
 
 
 def test_annotated_landmarks_are_a_seeded_placement_error_per_subject():
@@ -92,5 +94,5 @@ def test_annotated_landmarks_are_a_seeded_placement_error_per_subject():
 def test_a_shifted_phantom_source_loads_the_shifted_subject():
     plain = SubjectSource("p", "phantom", phantom_seed=5, voxel_size=8.0)
     shifted = SubjectSource("p", "phantom", phantom_seed=5, phantom_shift=1.0, voxel_size=8.0)
-    assert np.array_equal(plain.load().landmarks, phantom.phantom_subject(5, voxel_size=8.0).landmarks)
-    assert not np.array_equal(shifted.load().landmarks, plain.load().landmarks)
+    assert np.array_equal(plain.load(PAPER).landmarks, phantom.phantom_subject(5, voxel_size=8.0).landmarks)
+    assert not np.array_equal(shifted.load(PAPER).landmarks, plain.load(PAPER).landmarks)
