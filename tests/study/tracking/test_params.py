@@ -65,3 +65,6 @@ def test_the_study_parameters_name_the_data_and_training_seed():
     config = load_config("demo", ["train.seed=5"])
     params = study_params(config)
     assert params["seed"] == "5" and params["data.cohort.kind"] == "phantom" and "strategy" not in params
+    assert params["data.landmarks"] == "paper" and params["data.landmarks.min_for_registration"] == "4"
+    deepfluoro = study_params(load_config("demo", ["data.landmarks={name: deepfluoro, min_for_registration: 6}"]))
+    assert deepfluoro["data.landmarks"] == "deepfluoro" and deepfluoro["data.landmarks.min_for_registration"] == "6"
