@@ -41,7 +41,7 @@ def per_core_rate(config, views: int) -> float:
     source = phantom_cohort(1, config.seed, config.data.cohort.voxel_size_mm)[0]
     render = config.data.renderer
     renderer = SubjectRenderer(
-        source.load(),
+        source.load(config.data.landmarks.landmark_set()),
         config.data.render_camera(),
         renderer=render.name,
         patch_size=render.patch_size,
@@ -56,7 +56,7 @@ def per_core_rate(config, views: int) -> float:
 def naive_seconds_per_drr(config, views: int) -> float:
     """Seconds per DRR with a module rebuilt per image and one extra render per landmark."""
     source = phantom_cohort(1, config.seed, config.data.cohort.voxel_size_mm)[0]
-    subject = source.load()
+    subject = source.load(config.data.landmarks.landmark_set())
     camera = config.data.render_camera()
     poses = sample_poses(config.seed, source.subject_id, range(views), config.data.poses.ranges())
 

@@ -153,7 +153,7 @@ def train_steps(size: dict, device: torch.device) -> dict:
 def step_seconds(config, weights: dict, amp: bool, batch: dict, context, repeats: int, device) -> float:
     """Median seconds of one training step of a fresh U-Net with the loss ``weights`` (bf16 autocast with ``amp``)."""
     torch.manual_seed(0)
-    model = make_unet(config.train.model).to(device)
+    model = make_unet(config.train.model, config.data.landmarks.landmark_set()).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_function = losses.WeightedLoss(weights)
 

@@ -62,7 +62,7 @@ def bare_epochs(data_dir: Path, epochs: int) -> list[float]:
     context = train_config.loss_context(config.data)
     loss_function = losses.WeightedLoss(phase.losses)
     torch.manual_seed(0)
-    model = make_unet(train_config.model)
+    model = make_unet(train_config.model, config.data.landmarks.landmark_set())
     optimizer = torch.optim.Adam(model.parameters(), lr=phase.learning_rate)
     batch_size, count = train_config.batch_size, len(images)
     seconds = []

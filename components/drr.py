@@ -101,8 +101,9 @@ class RenderedViews:
 
     Attributes:
         images: (B, H, W) float32 line integrals of density (bone bright).
-        landmarks_2d: (B, 8, 2) float64 pixel coordinates (u, v) of the landmarks.
-        visible: (B, 8) bool, True where a landmark projects inside the image, in front of the source.
+        landmarks_2d: (B, N, 2) float64 pixel coordinates (u, v) of the landmarks (NaN for one the subject lacks).
+        visible: (B, N) bool, True where a landmark the subject has projects inside the image, in front of the
+            source.
     """
 
     images: torch.Tensor
@@ -282,9 +283,11 @@ def build_nanodrr(
 
 
 def landmark_visibility(landmarks_2d: torch.Tensor, depth: torch.Tensor, camera: Camera) -> torch.Tensor:
-    """(B, N) bool: inside the [0, W) x [0, H) image and at positive depth."""
+    """(B, N) bool: present (finite, not a NaN landmark the subject lacks), inside the [0, W) x [0, H) image
+    and at positive depth."""
     u, v = landmarks_2d.unbind(-1)
-    return (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height) & (depth > 0)
+    present = torch.isfinite(landmarks_2d).all(-1) & torch.isfinite(depth)
+    return present & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height) & (depth > 0)
 
 
 class SubjectRenderer:
@@ -360,8 +363,8 @@ class SubjectRenderer:
     def project_landmarks(
         self, poses: torch.Tensor, landmarks: np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 8, 2) float64 pixel coordinates and (B, 8) visibility of (8, 3) landmarks (default: the subject's)
-        for (B, 6) poses."""
+        """(B, N, 2) float64 pixel coordinates and (B, N) visibility of (N, 3) landmarks (default: the subject's)
+        for (B, 6) poses; a landmark the subject lacks (a NaN row) is NaN and invisible in every view."""
         poses = poses.to(torch.float64).cpu()
         landmarks = self.subject.landmarks if landmarks is None else landmarks
         landmarks = torch.from_numpy(landmarks).to(torch.float64).expand(len(poses), -1, -1)

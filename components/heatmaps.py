@@ -70,7 +70,7 @@ def disk_targets(
 ) -> torch.Tensor:
     """(B, N, H, W) binary masks: 1 on pixels whose centre lies within ``radius`` px (the paper's BCE masks).
 
-    An invisible landmark gives an empty mask.
+    An invisible landmark (an absent, NaN, one included) gives an empty mask.
     """
     inside = squared_distances(landmarks_2d, height, width) <= radius**2
     return (inside & visible[..., None, None]).to(landmarks_2d.dtype)
@@ -79,9 +79,10 @@ def disk_targets(
 def gaussian_targets(
     landmarks_2d: torch.Tensor, visible: torch.Tensor, height: int, width: int, sigma: float
 ) -> torch.Tensor:
-    """(B, N, H, W) Gaussians of peak 1 and standard deviation ``sigma`` px; empty when invisible."""
+    """(B, N, H, W) Gaussians of peak 1 and standard deviation ``sigma`` px; empty when invisible (an absent, NaN,
+    landmark included)."""
     blob = torch.exp(-squared_distances(landmarks_2d, height, width) / (2 * sigma**2))
-    return blob * visible[..., None, None].to(blob.dtype)
+    return torch.where(visible[..., None, None], blob, torch.zeros((), dtype=blob.dtype, device=blob.device))
 
 
 def soft_argmax(logits: torch.Tensor, temperature: float, input: SoftArgmaxInput = "logits") -> torch.Tensor:

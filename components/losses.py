@@ -1,8 +1,9 @@
 """Training losses, registered by name and combined by weights from the config.
 
-Every loss takes the model's logits (B, 8, H, W), the batch (a dict of tensors: ``image`` (B, 1,
-H, W), ``landmarks_2d`` (B, 8, 2) px, ``visible`` (B, 8), ``landmarks_3d`` (B, 8, 3) mm, ``pose``
-(B, 6)) and a ``LossContext``; it returns a scalar and the parts to log (floats).
+Every loss takes the model's logits (B, N, H, W), the batch (a dict of tensors: ``image`` (B, 1,
+H, W), ``landmarks_2d`` (B, N, 2) px, ``visible`` (B, N), ``landmarks_3d`` (B, N, 3) mm, ``pose``
+(B, 6)) and a ``LossContext``; it returns a scalar and the parts to log (floats). N is the size of
+the study's landmark set.
 
 - ``bce``: BCEWithLogits on disk (or Gaussian) masks, the paper's baseline;
 - ``pose``: registration of the soft-argmax landmarks, then the rotation geodesic angle (degrees)
@@ -12,7 +13,10 @@ H, W), ``landmarks_2d`` (B, 8, 2) px, ``visible`` (B, 8), ``landmarks_3d`` (B, 8
 - ``landmark``: soft-argmax points against the true 2D points, px, without registration (the
   control that tells whether the registration adds anything).
 
-Invisible landmarks are masked out of every loss.
+Invisible landmarks are masked out of every loss, and so are landmarks a subject lacks (NaN in the
+batch, never visible): they are replaced by zeros before any arithmetic, so no NaN reaches a loss or
+its gradients. A registration with fewer than ``LossContext.min_landmarks`` visible landmarks is a pose
+failure, left out of the pose losses' means.
 """
 
 from collections.abc import Callable
@@ -106,14 +110,17 @@ class LossContext:
         bounds: the unrolled solver's (6,) lowest and highest pose values, in the pose convention
             (rotation vector, radians; translation, mm), e.g. ``poses.pose_bounds`` of the data's
             pose ranges; None: unbounded. Used where ``settings.unrolled_bounds`` is on.
+        min_landmarks: visible landmarks a registration needs (``data.landmarks.min_for_registration``).
     """
 
     camera: Camera
     source_to_isocenter: float
     settings: LossSettings = LossSettings()
     bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    min_landmarks: int = registration.MIN_LANDMARKS
 
     def __post_init__(self):
+        registration.check_min_landmarks(self.min_landmarks)
         if self.bounds is not None:
             low, high = self.bounds
             if len(low) != 6 or len(high) != 6 or any(not lo <= hi for lo, hi in zip(low, high)):
@@ -132,8 +139,13 @@ def register(name: str):
     return add
 
 
+def masked(values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) ``values`` with the invisible landmarks' rows zeroed (a NaN of an absent one included)."""
+    return torch.where(visible[..., None], values, torch.zeros((), dtype=values.dtype, device=values.device))
+
+
 def targets(batch: dict, context: LossContext, height: int, width: int) -> torch.Tensor:
-    """(B, 8, H, W) training targets of the batch's landmarks."""
+    """(B, N, H, W) training targets of the batch's landmarks."""
     settings = context.settings
     if settings.target == "disk":
         return heatmaps.disk_targets(batch["landmarks_2d"], batch["visible"], height, width, settings.radius)
@@ -156,9 +168,10 @@ def bce(logits: torch.Tensor, batch: dict, context: LossContext):
 def landmark(logits: torch.Tensor, batch: dict, context: LossContext):
     """Mean distance (px) of the soft-argmax points to the true ones, over visible landmarks."""
     predicted = context.settings.decoding().soft_argmax(logits)
-    distance = (predicted - batch["landmarks_2d"].to(predicted.dtype)).norm(dim=-1)
-    visible = batch["visible"].to(distance.dtype)
-    loss = (distance * visible).sum() / visible.sum().clamp_min(1)
+    truth = masked(batch["landmarks_2d"].to(predicted.dtype), batch["visible"])
+    visible = batch["visible"].to(predicted.dtype)
+    distance = (predicted - truth).norm(dim=-1) * visible
+    loss = distance.sum() / visible.sum().clamp_min(1)
     return loss, {"landmark_px": loss.item()}
 
 
@@ -174,7 +187,12 @@ def register_predicted(logits: torch.Tensor, batch: dict, context: LossContext) 
     weights = batch["visible"].to(torch.float64)
     if settings.solver == "implicit":
         return registration.solve(
-            batch["landmarks_3d"], predicted, context.camera, weights=weights, robust=settings.robust
+            batch["landmarks_3d"],
+            predicted,
+            context.camera,
+            weights=weights,
+            robust=settings.robust,
+            min_landmarks=context.min_landmarks,
         )
     start = geometry.ap_pose(context.source_to_isocenter, len(predicted), device=predicted.device)
     bounds = None
@@ -190,6 +208,7 @@ def register_predicted(logits: torch.Tensor, batch: dict, context: LossContext) 
         learning_rate=settings.unrolled_learning_rate,
         bounds=bounds,
         weights=weights,
+        min_landmarks=context.min_landmarks,
     )
 
 
@@ -218,8 +237,9 @@ def pose(logits: torch.Tensor, batch: dict, context: LossContext):
 def reprojection(logits: torch.Tensor, batch: dict, context: LossContext):
     """RMS distance (px) between the true 2D landmarks and the 3D ones projected with the registered pose."""
     solved = register_predicted(logits, batch, context)
-    projected = geometry.project(batch["landmarks_3d"].to(torch.float64), solved.pose.double(), context.camera)
-    squared = (projected - batch["landmarks_2d"].to(torch.float64)).pow(2).sum(-1)
+    landmarks_3d = masked(batch["landmarks_3d"].to(torch.float64), batch["visible"])
+    projected = geometry.project(landmarks_3d, solved.pose.double(), context.camera)
+    squared = (projected - masked(batch["landmarks_2d"].to(torch.float64), batch["visible"])).pow(2).sum(-1)
     visible = batch["visible"].to(torch.float64)
     per_sample = ((squared * visible).sum(-1) / visible.sum(-1).clamp_min(1)).sqrt()
     loss = mean_over_solved(per_sample, logits).to(logits.dtype)

@@ -2,7 +2,9 @@
 
 ``manifest.json`` is written before the first shard (status ``in_progress``) and again at the end
 (status ``complete``), always atomically. Its config hash ties a folder to one config: a run with
-another config refuses to write there.
+another config refuses to write there. Its ``landmarks`` (``anatomy.landmark_record``) name the
+landmark set of every row, in their order; ``check_landmarks`` refuses a data set of another set (one
+written before sets were recorded holds the paper's 8).
 """
 
 import hashlib
@@ -10,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from components.anatomy import PAPER, LandmarkSet, landmark_set_of
 from components.dataset import MANIFEST_NAME, DatasetError
 
 FORMAT_VERSION = 1
@@ -46,6 +49,24 @@ def read_manifest(folder: Path) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise DatasetError(f"{path}: not a valid manifest ({error})") from error
+
+
+def manifest_landmarks(manifest: dict) -> LandmarkSet:
+    """The landmark set of a data set's rows (the paper's for a manifest from before sets were recorded)."""
+    return landmark_set_of(manifest["landmarks"]) if "landmarks" in manifest else PAPER
+
+
+def check_landmarks(folder: Path, landmarks: LandmarkSet) -> None:
+    """Raise ``DatasetError`` unless the data set in ``folder`` was made with the landmark set ``landmarks``."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise DatasetError(f"{folder}: no {MANIFEST_NAME}; is this a data set made by 'study generate'?")
+    made = manifest_landmarks(manifest)
+    if made.names != landmarks.names:
+        raise DatasetError(
+            f"{folder}: a data set of the landmark set {made.name!r} ({', '.join(made.names)}), but the study asks "
+            f"for {landmarks.name!r} ({', '.join(landmarks.names)}); generate one for this set into another folder"
+        )
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

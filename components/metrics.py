@@ -1,6 +1,7 @@
 """Errors of landmarks and C-arm poses against the truth, and their summaries (RMSE, bootstrap intervals)."""
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -28,11 +29,11 @@ def mean_target_registration_error_mm(
     """(B,) mean over the landmarks of the distance between where the two poses put them, mm.
 
     Each pose maps a (B, N, 3) world landmark into the C-arm's frame; the TRE of a landmark is the
-    distance between its two images there.
+    distance between its two images there. A landmark the subject lacks (NaN) is left out of the mean.
     """
     moved = geometry.to_camera_frame(landmarks_3d, pose)
     expected = geometry.to_camera_frame(landmarks_3d, reference)
-    return (moved - expected).norm(dim=-1).mean(-1)
+    return (moved - expected).norm(dim=-1).nanmean(-1)
 
 
 def landmark_squared_errors(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -54,9 +55,10 @@ def pooled_rmse(errors: np.ndarray) -> float:
 
 
 def per_landmark_rmse(errors: np.ndarray) -> np.ndarray:
-    """(N,) RMSE of each landmark over the images where it is visible."""
+    """(N,) RMSE of each landmark over the images where it is visible; NaN for one visible in none."""
     squared = np.where(np.isfinite(errors), errors**2, np.nan)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "Mean of empty slice" for a landmark never visible
         return np.sqrt(np.nanmean(squared, axis=0)) if len(errors) else np.full(errors.shape[1], math.nan)
 
 

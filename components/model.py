@@ -10,7 +10,7 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 import torch
 
-from components.anatomy import N_LANDMARKS
+from components.anatomy import PAPER, LandmarkSet, landmark_record, landmark_set_of
 from components.heatmaps import Decoding
 
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
@@ -51,8 +51,8 @@ class UNetSettings:
         return {"encoder": self.encoder, "encoder_depth": self.encoder_depth, "decoder_channels": channels}
 
 
-def make_unet(settings: UNetSettings = UNetSettings()) -> torch.nn.Module:
-    """A U-Net mapping (B, 1, H, W) images to (B, 8, H, W) heatmap logits."""
+def make_unet(settings: UNetSettings = UNetSettings(), landmarks: LandmarkSet = PAPER) -> torch.nn.Module:
+    """A U-Net mapping (B, 1, H, W) images to (B, N, H, W) heatmap logits, a channel per landmark of the set."""
     channels = settings.decoder_channels or DECODER_CHANNELS[-settings.encoder_depth :]
     try:
         model = smp.Unet(
@@ -61,7 +61,7 @@ def make_unet(settings: UNetSettings = UNetSettings()) -> torch.nn.Module:
             encoder_weights=None,
             decoder_channels=channels,
             in_channels=1,
-            classes=N_LANDMARKS,
+            classes=len(landmarks),
         )
     except KeyError as error:
         raise ValueError(
@@ -136,18 +136,25 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 @dataclass
 class TrainedModel:
-    """A checkpoint's U-Net (in eval mode), with its architecture and the decoding it was trained with."""
+    """A checkpoint's U-Net (in eval mode), with its architecture, the decoding it was trained with and the
+    landmark set of its channels."""
 
     network: torch.nn.Module
     settings: UNetSettings
     decoding: Decoding
+    landmarks: LandmarkSet
 
 
 def save_checkpoint(
-    folder: str | Path, model: torch.nn.Module, settings: UNetSettings, decoding: Decoding, **state
+    folder: str | Path,
+    model: torch.nn.Module,
+    settings: UNetSettings,
+    decoding: Decoding,
+    landmarks: LandmarkSet,
+    **state,
 ) -> Path:
     """Write ``folder/checkpoint.pt``: the weights, the architecture, the decoding (temperature and
-    soft-argmax input) and any training state.
+    soft-argmax input), the landmark set of the model's channels and any training state.
 
     Written to a temporary name and renamed, so a checkpoint is never half-written.
     """
@@ -155,7 +162,12 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CHECKPOINT_FILE
     temporary = folder / f".{CHECKPOINT_FILE}.tmp"
-    content = {"model": model.state_dict(), "settings": settings.architecture(), "decoding": asdict(decoding)}
+    content = {
+        "model": model.state_dict(),
+        "settings": settings.architecture(),
+        "decoding": asdict(decoding),
+        "landmarks": landmark_record(landmarks),
+    }
     torch.save(content | state, temporary)
     temporary.replace(path)
     return path
@@ -174,16 +186,23 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def load_trained_model(path: str | Path) -> TrainedModel:
-    """The U-Net of a checkpoint, with its weights, in eval mode, and the decoding it was trained with."""
+    """The U-Net of a checkpoint, with its weights, in eval mode, the decoding it was trained with and its
+    landmark set."""
     return trained_model(load_checkpoint(path))
 
 
 def trained_model(state: dict) -> TrainedModel:
     """``load_trained_model`` of a checkpoint's contents already read (``load_checkpoint``)."""
     settings = UNetSettings(**state["settings"])
-    network = make_unet(settings)
+    landmarks = checkpoint_landmarks(state)
+    network = make_unet(settings, landmarks)
     network.load_state_dict(state["model"])
-    return TrainedModel(network.eval(), settings, read_decoding(state["decoding"]))
+    return TrainedModel(network.eval(), settings, read_decoding(state["decoding"]), landmarks)
+
+
+def checkpoint_landmarks(state: dict) -> LandmarkSet:
+    """The landmark set of a checkpoint's channels; one written before sets were stored has the paper's 8."""
+    return landmark_set_of(state["landmarks"]) if "landmarks" in state else PAPER
 
 
 def read_decoding(stored: dict) -> Decoding:

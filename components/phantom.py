@@ -1,4 +1,7 @@
-"""A procedural pelvis CT: a seeded adult pelvis in Hounsfield units, with its 8 landmarks.
+"""A procedural pelvis CT: a seeded adult pelvis in Hounsfield units, with its landmarks.
+
+It places every landmark of the registered landmark sets (``PHANTOM_LANDMARKS``: the paper's 8 and
+DeepFluoro's 14) and returns those of the set it is asked for (``anatomy.LandmarkSet``), in its order.
 
 ``sample_phantom_params(seed)`` draws the anatomy and the scene of one subject; ``make_phantom(params)``
 is its deterministic twin that builds the CT (the TorchIO split between a random transform and the
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from components.anatomy import PAPER, LandmarkSet
 from components.subject import Subject, center_affine
 
 Sdf = Callable[[np.ndarray], np.ndarray]  # (..., 3) local mm -> (...) signed distance, local mm
@@ -359,6 +363,10 @@ HIP_CENTER = (88.0, 0.0, 0.0)  # right hip-joint centre (RAS+: +x is the patient
 FEMORAL_HEAD_RADIUS = 23.0
 JOINT_SPACE = 2.5  # hip cartilage
 SYMPHYSIS_GAP = 3.0  # world mm of pubic symphysis cartilage across the midline, whatever the size
+# Acetabular cup: a sphere about HIP_CENTER + CUP_OFFSET. Its back is the floor of the greater sciatic
+# notch, which opens backwards between the posterior inferior iliac spine and the ischial spine.
+CUP_OFFSET = (-6.0, -2.0, 6.0)
+CUP_RADIUS = 32.0
 SI_JOINT_GAP = 2.5  # sacroiliac cartilage
 
 # Iliac wing: a 7 mm shell around the fossa ellipsoid, cut by a sagittal outline ellipse whose upper
@@ -585,7 +593,7 @@ def _acetabulum_and_ischium(shape: HipShape) -> Part:
     arch = np.array([shape.arch_shift, 0.0, 0.0])
 
     def sdf(p):
-        cup = intersection(sphere(p, hip + (-6, -2, 6), 32.0), half_space(p, hip + 3 * opening, opening))
+        cup = intersection(sphere(p, hip + CUP_OFFSET, CUP_RADIUS), half_space(p, hip + 3 * opening, opening))
         ilium = union(
             ellipsoid(p, (92, -4, 24), (16, 22, 18)),
             ellipsoid(p, (98, 28, 25), (8, 7, 9)),  # anterior inferior iliac spine
@@ -740,9 +748,14 @@ def _femur(resected: bool = False) -> Part:
     return Part(sdf, (hip[0] - FEMORAL_HEAD_RADIUS - 1, -35.0, -400.0), (138.0, 25.0, FEMORAL_HEAD_RADIUS + 1))
 
 
+def _half_gap(params: PhantomParams) -> float:
+    """Local mm from the midline to each pubic body's symphyseal face: SYMPHYSIS_GAP / 2 in world mm."""
+    return SYMPHYSIS_GAP / (2 * params.scale * params.width_ratio * (1 + SEX_WIDTH * _sex(params)))
+
+
 def _pelvis_parts(params: PhantomParams) -> list[Part]:
     right, left = _hip_shapes(params)
-    half_gap = SYMPHYSIS_GAP / (2 * params.scale * params.width_ratio * (1 + SEX_WIDTH * _sex(params)))
+    half_gap = _half_gap(params)
 
     def hip_bone(shape: HipShape) -> list[Part]:
         return [_iliac_wing(shape), _acetabulum_and_ischium(shape), _pubis(shape, half_gap)]
@@ -894,41 +907,89 @@ def _ellipse_extreme(center: np.ndarray, axis_u: np.ndarray, axis_v: np.ndarray,
     return center + (cu * axis_u + cv * axis_v) / np.hypot(cu, cv)
 
 
-def _landmarks(params: PhantomParams, pelvis: Placement, deformation: Deformation) -> np.ndarray:
-    """(8, 3) world mm in ``LANDMARK_NAMES`` order, from the primitives that carry them, then deformed."""
+# Every landmark the phantom places (those of every set in ``anatomy.LANDMARK_SETS``), named as there.
+PHANTOM_LANDMARKS = (
+    *("L_ASIS", "L_IOF", "L_MOF", "SPS", "IPS", "R_MOF", "R_IOF", "R_ASIS"),
+    *("L_FH", "R_FH", "L_GSN", "R_GSN", "L_SPS", "R_SPS", "L_IPS", "R_IPS"),
+)
+# Local mm from the midline of the left and right symphysis points (L_SPS ...): on each pubic body, beside the gap.
+PUBIC_POINT_OFFSET = 5.0
+
+
+def _landmark_points(params: PhantomParams, pelvis: Placement, femurs: Placement) -> dict[str, np.ndarray]:
+    """Name -> (3,) world mm before the deformation, of every landmark in ``PHANTOM_LANDMARKS``, each a point of
+    the primitive that carries it:
+
+    - ASIS: the anterior-most point of the iliac crest tube (``_asis``);
+    - IOF, MOF: the inferior and the medial point of the obturator foramen's ellipse;
+    - SPS, IPS: the top and bottom of the symphyseal face (the midline); L_SPS ... R_IPS the top and bottom of
+      each pubic body's section PUBIC_POINT_OFFSET from the midline, on its surface;
+    - FH: the femoral head's centre, placed with the femur;
+    - GSN: the deepest point of the greater sciatic notch, the back of the acetabular cup (the notch opens
+      backwards between the posterior inferior iliac spine and the ischial spine, and the cup's posterior pole
+      is its floor's most anterior point).
+
+    Points of the world-superior, -inferior or -medial extreme of an ellipse are taken after the placement;
+    the rest are material points of the local frame.
+    """
     right, left = _hip_shapes(params)
     down, up = np.array([0.0, 0.0, -1.0]), np.array([0.0, 0.0, 1.0])
-    flip = np.array([-1.0, 1.0, 1.0])
+    (by, bz), ry = PUBIC_BODY_CENTER, PUBIC_BODY_SEMI_AXES[0]
+    half_gap = _half_gap(params)
+    notch = np.asarray(HIP_CENTER) + CUP_OFFSET + (0.0, -CUP_RADIUS, 0.0)
 
-    def foramen_points(side: float, shape: HipShape) -> tuple[np.ndarray, np.ndarray]:
+    def foramen_points(side: float, shape: HipShape, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         center, u, v, _, a, b = _foramen_frame(shape)
         linear = pelvis.linear(side)
-        mirror = flip if side < 0 else np.ones(3)
         world_center = pelvis.to_world(center * mirror)
         axis_u, axis_v = linear @ (a * u * mirror), linear @ (b * v * mirror)
         inferior = _ellipse_extreme(world_center, axis_u, axis_v, down)
         medial = _ellipse_extreme(world_center, axis_u, axis_v, np.array([-side, 0.0, 0.0]))
         return inferior, medial
 
-    (by, bz), ry = PUBIC_BODY_CENTER, PUBIC_BODY_SEMI_AXES[0]
+    def pubic_points(side: float, shape: HipShape) -> tuple[np.ndarray, np.ndarray]:
+        k = np.sqrt(1 - ((PUBIC_POINT_OFFSET - half_gap) / PUBIC_BODY_HALF_LENGTH) ** 2)  # the section's size
+        center = pelvis.to_world(np.array([side * PUBIC_POINT_OFFSET, by, bz]))
+        axis_y = pelvis.linear(side) @ (0.0, k * ry, 0.0)
+        axis_z = pelvis.linear(side) @ (0.0, 0.0, k * shape.symphysis_height)
+        return _ellipse_extreme(center, axis_y, axis_z, up), _ellipse_extreme(center, axis_y, axis_z, down)
+
     symphysis_center = pelvis.to_world(np.array([0.0, by, bz]))
     symphysis_y = pelvis.linear(1.0) @ (0.0, ry, 0.0)
     symphysis_z = pelvis.linear(1.0) @ (0.0, 0.0, right.symphysis_height)
-    right_iof, right_mof = foramen_points(1.0, right)
-    left_iof, left_mof = foramen_points(-1.0, left)
-    points = np.stack(
-        [
-            pelvis.to_world(_asis(left) * flip),
-            left_iof,
-            left_mof,
-            _ellipse_extreme(symphysis_center, symphysis_y, symphysis_z, up),
-            _ellipse_extreme(symphysis_center, symphysis_y, symphysis_z, down),
-            right_mof,
-            right_iof,
-            pelvis.to_world(_asis(right)),
-        ]
-    )
-    return deformation.forward(points)
+    points = {
+        "SPS": _ellipse_extreme(symphysis_center, symphysis_y, symphysis_z, up),
+        "IPS": _ellipse_extreme(symphysis_center, symphysis_y, symphysis_z, down),
+    }
+    for side, shape, prefix in ((-1.0, left, "L"), (1.0, right, "R")):
+        mirror = np.array([side, 1.0, 1.0])
+        iof, mof = foramen_points(side, shape, mirror)
+        sps, ips = pubic_points(side, shape)
+        points |= {
+            f"{prefix}_ASIS": pelvis.to_world(_asis(shape) * mirror),
+            f"{prefix}_IOF": iof,
+            f"{prefix}_MOF": mof,
+            f"{prefix}_FH": femurs.to_world(np.asarray(HIP_CENTER) * mirror),
+            f"{prefix}_GSN": pelvis.to_world(notch * mirror),
+            f"{prefix}_SPS": sps,
+            f"{prefix}_IPS": ips,
+        }
+    return points
+
+
+def _landmarks(
+    params: PhantomParams, pelvis: Placement, femurs: Placement, deformation: Deformation, landmarks: LandmarkSet
+) -> np.ndarray:
+    """(N, 3) world mm of the set's landmarks in its order: their points (``_landmark_points``), deformed."""
+    unknown = [name for name in landmarks.names if name not in PHANTOM_LANDMARKS]
+    if unknown:
+        raise ValueError(
+            f"the phantom cannot place landmark(s) {', '.join(unknown)} of the landmark set {landmarks.name!r}; "
+            f"it places {', '.join(PHANTOM_LANDMARKS)}"
+        )
+    points = _landmark_points(params, pelvis, femurs)
+    placed = deformation.forward(np.stack([points[name] for name in PHANTOM_LANDMARKS]))
+    return placed[[PHANTOM_LANDMARKS.index(name) for name in landmarks.names]]
 
 
 # ----------------------------------------------------------------------------- scene: table and implants
@@ -1216,18 +1277,22 @@ def _soft_tissue_hu(params: PhantomParams, shape, affine: np.ndarray) -> np.ndar
     return hu
 
 
-def make_phantom(params: PhantomParams, voxel_size: float = 2.0, subject_id: str = "phantom") -> Subject:
+def make_phantom(
+    params: PhantomParams, voxel_size: float = 2.0, subject_id: str = "phantom", landmarks: LandmarkSet = PAPER
+) -> Subject:
     """The CT and landmarks of the subject ``params`` describe (deterministic).
 
     Returns a Subject with hu (I, J, K) float32 HU in [-1024, 3071], a centred diagonal affine of
-    ``voxel_size`` mm and (8, 3) landmarks in world mm.
+    ``voxel_size`` mm and (N, 3) landmarks in world mm, those of the set ``landmarks`` in its order (a
+    ValueError names any the phantom cannot place, see ``PHANTOM_LANDMARKS``).
     """
     if not 0.5 <= voxel_size <= 8.0:
         raise ValueError(f"voxel_size must be in [0.5, 8] mm, got {voxel_size}")
-    shape = _grid_shape(params, voxel_size)
-    affine = center_affine(np.diag([voxel_size, voxel_size, voxel_size, 1.0]), shape)
     pelvis, femurs = _placements(params)
     deformation = phantom_deformation(params)
+    points = _landmarks(params, pelvis, femurs, deformation, landmarks)
+    shape = _grid_shape(params, voxel_size)
+    affine = center_affine(np.diag([voxel_size, voxel_size, voxel_size, 1.0]), shape)
     soft = _soft_tissue_hu(params, shape, affine)
     bone = _bone_sdf(params, shape, affine, deformation)
     density = params.bone_density
@@ -1239,16 +1304,19 @@ def make_phantom(params: PhantomParams, voxel_size: float = 2.0, subject_id: str
         fraction = _solids_fraction(solids, shape, affine)
         if fraction is not None:
             hu += (np.float32(value) - hu) * fraction
-    return Subject(subject_id, hu.astype(np.float32), affine, _landmarks(params, pelvis, deformation))
+    return Subject(subject_id, hu.astype(np.float32), affine, points)
 
 
-def phantom_landmarks(params: PhantomParams) -> np.ndarray:
-    """(8, 3) world mm: the landmarks of the subject ``params`` describe, without building its volume."""
-    pelvis, _ = _placements(params)
-    return _landmarks(params, pelvis, phantom_deformation(params))
+def phantom_landmarks(params: PhantomParams, landmarks: LandmarkSet = PAPER) -> np.ndarray:
+    """(N, 3) world mm: the landmarks of the set ``landmarks`` of the subject ``params`` describes, without building
+    its volume."""
+    pelvis, femurs = _placements(params)
+    return _landmarks(params, pelvis, femurs, phantom_deformation(params), landmarks)
 
 
-def phantom_subject(seed: int, voxel_size: float = 2.0, subject_id: str | None = None) -> Subject:
+def phantom_subject(
+    seed: int, voxel_size: float = 2.0, subject_id: str | None = None, landmarks: LandmarkSet = PAPER
+) -> Subject:
     """``make_phantom(sample_phantom_params(seed))``, named ``phantom-{seed:05d}`` by default."""
     name = f"phantom-{seed:05d}" if subject_id is None else subject_id
-    return make_phantom(sample_phantom_params(seed), voxel_size=voxel_size, subject_id=name)
+    return make_phantom(sample_phantom_params(seed), voxel_size=voxel_size, subject_id=name, landmarks=landmarks)

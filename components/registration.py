@@ -19,9 +19,10 @@ robust, optionally weighted) reprojection error of the 3D landmarks onto the 2D 
 paper's identity pose) for a fixed number of iterations within parameter bounds, differentiable by
 unrolling.
 
-A sample with fewer than 4 usable landmarks (weight 0, or NaN coordinates, make a landmark
-unusable), or with coplanar or collinear usable landmarks, gets a NaN pose and ``converged =
-False``; it never raises, and no NaN reaches the gradients of the other samples.
+A sample with fewer than ``min_landmarks`` usable landmarks (at least 4, ``MIN_LANDMARKS``: weight 0,
+or NaN coordinates, make a landmark unusable), or with coplanar or collinear usable landmarks, gets a
+NaN pose and ``converged = False`` (a pose failure); it never raises, and no NaN reaches the gradients
+of the other samples. A study sets ``min_landmarks`` with ``data.landmarks.min_for_registration``.
 """
 
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from components import geometry
 from components.geometry import Camera
 
 Robust = Literal["huber", "cauchy"] | None
-MIN_LANDMARKS = 4
+MIN_LANDMARKS = 4  # the fewest 2D-3D correspondences that fix a pose (POSIT, 4 non-coplanar points)
 # Singular-value ratio of the centred 3D landmarks below which they count as coplanar / collinear.
 DEGENERATE_RATIO = 1e-3
 
@@ -87,8 +88,8 @@ def usable_landmarks(landmarks_3d: torch.Tensor, landmarks_2d: torch.Tensor, wei
     return finite & torch.isfinite(weights) & (weights > 0)
 
 
-def well_posed(landmarks_3d: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: at least 4 usable landmarks, not coplanar and not collinear.
+def well_posed(landmarks_3d: torch.Tensor, usable: torch.Tensor, min_landmarks: int = MIN_LANDMARKS) -> torch.Tensor:
+    """(B,) bool: at least ``min_landmarks`` usable landmarks, not coplanar and not collinear.
 
     Flat or thin sets are those whose smallest principal spread (singular value of the centred
     points) is below ``DEGENERATE_RATIO`` of the largest.
@@ -100,7 +101,13 @@ def well_posed(landmarks_3d: torch.Tensor, usable: torch.Tensor) -> torch.Tensor
     centered = (points - center) * mask
     variances = torch.linalg.eigvalsh(centered.transpose(-1, -2) @ centered)  # ascending
     flat = variances[:, 0] <= DEGENERATE_RATIO**2 * variances[:, 2].clamp_min(1e-300)
-    return (count >= MIN_LANDMARKS) & ~flat
+    return (count >= min_landmarks) & ~flat
+
+
+def check_min_landmarks(min_landmarks: int) -> None:
+    """A ValueError unless ``min_landmarks`` is an integer of at least ``MIN_LANDMARKS``."""
+    if isinstance(min_landmarks, bool) or not isinstance(min_landmarks, int) or min_landmarks < MIN_LANDMARKS:
+        raise ValueError(f"min_landmarks must be an integer >= {MIN_LANDMARKS}, got {min_landmarks!r}")
 
 
 # ----------------------------------------------------------------------------- camera model
@@ -357,6 +364,7 @@ def solve(
     robust_scale: float = 2.0,
     max_iterations: int = 100,
     tolerance: float = 1e-12,
+    min_landmarks: int = MIN_LANDMARKS,
 ) -> Registration:
     """The pose of every sample from its 2D-3D landmark correspondences.
 
@@ -370,12 +378,14 @@ def solve(
         robust_scale: the robust loss's scale, pixels.
         max_iterations: Levenberg-Marquardt iterations at most.
         tolerance: relative step size at which a sample has converged.
+        min_landmarks: usable landmarks a sample needs (at least ``MIN_LANDMARKS``); with fewer its pose is NaN.
 
     Returns:
         ``Registration`` in the input dtype; ``pose`` is differentiable in ``landmarks_2d`` and
         ``weights`` (implicit function theorem).
     """
     robust_cost(torch.zeros(1), robust, robust_scale)  # validates ``robust`` up front
+    check_min_landmarks(min_landmarks)
     given = (
         landmarks_2d.new_ones(landmarks_2d.shape[:2], dtype=torch.float64)
         if weights is None
@@ -383,7 +393,7 @@ def solve(
     )
     differentiable = torch.is_grad_enabled() and (landmarks_2d.requires_grad or given.requires_grad)
     with torch.inference_mode():
-        points, observed, weight, usable, valid = _prepared(landmarks_3d, landmarks_2d, given)
+        points, observed, weight, usable, valid = _prepared(landmarks_3d, landmarks_2d, given, min_landmarks)
         batch = len(observed)
         pose = observed.new_full((batch, 6), float("nan"))
         iterations = torch.zeros(batch, dtype=torch.long, device=observed.device)
@@ -412,7 +422,7 @@ def solve(
     # Outside inference mode, as ordinary tensors: callers may use them in autograd.
     pose, residuals, iterations, converged = (t.clone() for t in (pose, residuals, iterations, converged))
     if differentiable and len(rows):
-        points, observed, weight, _, _ = _prepared(landmarks_3d, landmarks_2d, given)
+        points, observed, weight, _, _ = _prepared(landmarks_3d, landmarks_2d, given, min_landmarks)
         rows, rotation, translation = rows.clone(), rotation.clone(), translation.clone()
         distance = (pixels(camera_points(rotation, translation, points[rows]), camera) - observed[rows].detach()).norm(
             dim=-1
@@ -425,12 +435,12 @@ def solve(
     return Registration(pose.to(dtype), residuals.to(dtype), iterations, converged)
 
 
-def _prepared(landmarks_3d: torch.Tensor, landmarks_2d: torch.Tensor, weights: torch.Tensor):
+def _prepared(landmarks_3d: torch.Tensor, landmarks_2d: torch.Tensor, weights: torch.Tensor, min_landmarks: int):
     """float64 points, observations and weights with unusable landmarks zeroed (weight 0), the
     (B, N) usable mask and the (B,) well-posed mask; so that no NaN enters any sum."""
     points, observed = landmarks_3d.to(torch.float64), landmarks_2d.to(torch.float64)
     usable = usable_landmarks(points, observed, weights)
-    valid = well_posed(points, usable)
+    valid = well_posed(points, usable, min_landmarks)
     weight = torch.where(usable, weights, torch.zeros_like(weights))
     points = torch.where(usable[..., None], points, torch.zeros_like(points))
     observed = torch.where(usable[..., None], observed, torch.zeros_like(observed))
@@ -452,6 +462,7 @@ def solve_unrolled(
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     weights: torch.Tensor | None = None,
     min_depth: float = 1.0,
+    min_landmarks: int = MIN_LANDMARKS,
 ) -> Registration:
     """The paper's registration: a fixed number of optimizer steps from ``init``, unrolled.
 
@@ -463,15 +474,22 @@ def solve_unrolled(
     iteration, so its cost grows with ``iterations``.
 
     Args:
-        landmarks_3d, landmarks_2d, camera, weights: as for ``solve`` (no validity checks).
+        landmarks_3d, landmarks_2d, camera, weights: as for ``solve``; an unusable landmark (weight 0, NaN) is
+            left out, but a usable set is not checked for flatness.
         init: (B, 6) starting poses, e.g. ``geometry.ap_pose(source_to_isocenter, B)``.
         bounds: (6,) or (B, 6) lowest and highest pose values.
+        min_landmarks: as for ``solve``: a sample with fewer usable landmarks gets a NaN pose.
     """
     if optimizer not in ("adam", "lbfgs"):
         raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
+    check_min_landmarks(min_landmarks)
     dtype = landmarks_2d.dtype
-    points, observed = landmarks_3d.to(torch.float64), landmarks_2d.to(torch.float64)
-    weight = observed.new_ones(observed.shape[:2]) if weights is None else weights.to(torch.float64)
+    given = landmarks_2d.new_ones(landmarks_2d.shape[:2], dtype=torch.float64) if weights is None else weights
+    usable = usable_landmarks(landmarks_3d, landmarks_2d, given)
+    zero = torch.zeros((), dtype=torch.float64, device=landmarks_2d.device)
+    points = torch.where(usable[..., None], landmarks_3d.to(torch.float64), zero)
+    observed = torch.where(usable[..., None], landmarks_2d.to(torch.float64), zero)
+    weight = torch.where(usable, given.to(torch.float64), zero)
     scale = torch.tensor(
         [1.0, 1.0, 1.0, translation_scale, translation_scale, translation_scale],
         dtype=torch.float64,
@@ -497,10 +515,11 @@ def solve_unrolled(
             theta = theta.requires_grad_()
         step = _adam if optimizer == "adam" else _lbfgs
         theta = step(loss, clamp, theta, iterations, learning_rate, differentiable)
-    pose = theta * scale
+    enough = (usable.sum(-1) >= min_landmarks)[:, None]
+    pose = torch.where(enough, theta * scale, torch.full_like(theta, float("nan")))
     if not differentiable:
         pose = pose.detach()
-    residuals = geometry.project(points, pose, camera) - observed
+    residuals = geometry.project(points, pose, camera) - torch.where(usable[..., None], observed, torch.nan)
     finite = torch.isfinite(pose).all(-1)
     count = torch.full((len(pose),), iterations, dtype=torch.long, device=pose.device)
     return Registration(pose.to(dtype), residuals.to(dtype), count, finite)

@@ -4,7 +4,8 @@ The statistic. Table 1 reports, per landmark l, the RMSE over the images where i
 
     RMSE_l = sqrt( sum_i v_il e_il² / sum_i v_il ),     v_il = 1 if landmark l is visible in image i,
 
-and as "Mean" the arithmetic mean of the 8 per-landmark RMSEs (``paper_mean``); a landmark never
+and as "Mean" the arithmetic mean of the per-landmark RMSEs (the paper's 8, or the N of the study's
+landmark set: ``paper_mean``); a landmark never
 visible is left out of that mean. This is not the RMSE pooled over all landmarks of all images at
 once (``pooled_rmse``), which weighs every visible point equally: landmarks seen in more images
 count more, and with every landmark seen equally often it is the quadratic mean of the RMSE_l, at
@@ -48,7 +49,6 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from components.anatomy import N_LANDMARKS
 from components.metrics import per_landmark_rmse, pooled_rmse
 
 __all__ = [
@@ -210,7 +210,7 @@ def paper_mean_interval(
     """95% percentile interval of one strategy's seed-averaged paper mean, px, over hierarchical resamples.
 
     Args:
-        errors: (S, N, 8) errors per training seed, px, NaN where invisible.
+        errors: (S, N, L) errors (N images, L landmarks) per training seed, px, NaN where invisible.
         subjects: (N,) the subject of each image.
         resamples: R, bootstrap resamples.
         seed: of the random draws.
@@ -239,13 +239,13 @@ def compare(
     the per-subject differences.
 
     Args:
-        a, b: (Sa, N, 8) and (Sb, N, 8) errors per training seed, px, NaN where invisible; rows aligned.
+        a, b: (Sa, N, L) and (Sb, N, L) errors per training seed, px, NaN where invisible; rows aligned.
         subjects: (N,) the subject of each image.
         resamples: R, bootstrap resamples.
         seed: of the random draws.
         paired_seeds: resample a's and b's seeds together (needs Sa == Sb).
     """
-    a, b = _errors_by_seed(a, "a"), _errors_by_seed(b, "b")
+    a, b = _same_landmarks(_errors_by_seed(a, "a"), _errors_by_seed(b, "b"))
     subjects = _subjects(subjects, len(a[0]), "subjects")
     if len(b[0]) != len(a[0]):
         raise ValueError(f"a and b must have the same images, got {len(a[0])} and {len(b[0])}")
@@ -285,12 +285,12 @@ def compare_unpaired(
     per-subject means of a against those of b.
 
     Args:
-        a: (Sa, Na, 8) errors per training seed, px, NaN where invisible; subjects_a: (Na,) their subjects.
-        b: (Sb, Nb, 8) errors; subjects_b: (Nb,).
+        a: (Sa, Na, L) errors per training seed, px, NaN where invisible; subjects_a: (Na,) their subjects.
+        b: (Sb, Nb, L) errors; subjects_b: (Nb,).
         resamples: R, bootstrap resamples.
         seed: of the random draws.
     """
-    a, b = _errors_by_seed(a, "a"), _errors_by_seed(b, "b")
+    a, b = _same_landmarks(_errors_by_seed(a, "a"), _errors_by_seed(b, "b"))
     subjects_a = _subjects(subjects_a, len(a[0]), "subjects_a")
     subjects_b = _subjects(subjects_b, len(b[0]), "subjects_b")
     _check_resamples(resamples)
@@ -345,9 +345,15 @@ def ratio_verdict(comparison: Comparison, low: float, high: float) -> str:
 
 def _errors_by_seed(errors: np.ndarray, name: str) -> np.ndarray:
     errors = np.asarray(errors, dtype=float)
-    if errors.ndim != 3 or errors.shape[2] != N_LANDMARKS or 0 in errors.shape:
-        raise ValueError(f"{name} must be (seeds, images, {N_LANDMARKS}) errors, got shape {errors.shape}")
+    if errors.ndim != 3 or 0 in errors.shape:
+        raise ValueError(f"{name} must be (seeds, images, landmarks) errors, got shape {errors.shape}")
     return errors
+
+
+def _same_landmarks(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if a.shape[2] != b.shape[2]:
+        raise ValueError(f"a and b must have the same landmarks, got {a.shape[2]} and {b.shape[2]}")
+    return a, b
 
 
 def _subjects(subjects: np.ndarray, images: int, name: str) -> np.ndarray:
@@ -382,7 +388,7 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
 def _comparison(
     a: np.ndarray, b: np.ndarray, resampled_a: np.ndarray, resampled_b: np.ndarray, **test: object
 ) -> Comparison:
-    """The Comparison of (Sa, ., 8) a with (Sb, ., 8) b from their (R,) resampled paper means and the test's fields."""
+    """The Comparison of (Sa, ., L) a with (Sb, ., L) b from their (R,) resampled paper means and the test's fields."""
     mean_a, mean_b = seed_averaged_paper_mean(a), seed_averaged_paper_mean(b)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = resampled_a / resampled_b

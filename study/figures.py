@@ -19,9 +19,12 @@ from components.geometry import Camera
 from components.model import load_trained_model
 from study.training.data import split_columns, split_rows
 
-__all__ = ["COLORS", "draw_image", "draw_landmarks", "plt", "prediction_examples", "save_figure"]
+__all__ = ["draw_image", "draw_landmarks", "landmark_color", "plt", "prediction_examples", "save_figure"]
 
-COLORS = plt.get_cmap("tab10")
+
+def landmark_color(slot: int, count: int):
+    """The colour of landmark ``slot`` of ``count``: tab10's up to 10 landmarks, tab20's (distinct to 20) beyond."""
+    return plt.get_cmap("tab10" if count <= 10 else "tab20")(slot)
 
 
 def draw_image(axis, image: np.ndarray) -> None:
@@ -31,21 +34,23 @@ def draw_image(axis, image: np.ndarray) -> None:
 
 
 def draw_landmarks(axis, points: np.ndarray, visible: np.ndarray, numbered: bool = False, marker: str = "o") -> None:
-    """(8, 2) landmarks in their colours; ``marker`` "o" for the truth, "x" for predictions."""
+    """(N, 2) landmarks in their colours (the invisible ones, absent ones included, are not drawn); ``marker`` "o"
+    for the truth, "x" for predictions."""
     for slot, ((u, v), shown) in enumerate(zip(points, visible, strict=True)):
         if not shown:
             continue
+        color = landmark_color(slot, len(points))
         if marker == "o":
-            axis.scatter([u], [v], s=18, color=COLORS(slot), edgecolors="black", linewidths=0.5)
+            axis.scatter([u], [v], s=18, color=color, edgecolors="black", linewidths=0.5)
         else:
-            axis.scatter([u], [v], s=30, color=COLORS(slot), marker=marker, linewidths=1.5)
+            axis.scatter([u], [v], s=30, color=color, marker=marker, linewidths=1.5)
         if numbered:
             axis.annotate(
                 str(slot + 1),
                 (u, v),
                 xytext=(3, -3),
                 textcoords="offset points",
-                color=COLORS(slot),
+                color=color,
                 fontsize=8,
                 fontweight="bold",
             )
@@ -66,7 +71,7 @@ def save_figure(figure, out: str | Path) -> Path:
 def prediction_grid(
     images: np.ndarray, truth: np.ndarray, visible: np.ndarray, predicted: dict[str, np.ndarray], names: list[str]
 ):
-    """A figure of (B, H, W) images, one row per label of ``predicted`` ((B, 8, 2) px each), one column per image.
+    """A figure of (B, H, W) images, one row per label of ``predicted`` ((B, N, 2) px each), one column per image.
 
     Each panel shows the true landmarks (circles, numbered) and the label's predictions (crosses),
     titled with the image's name and its RMSE over the visible landmarks.

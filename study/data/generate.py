@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from components import geometry, manifest
+from components.anatomy import landmark_record
 from components.cohort import SubjectSource, annotated_landmarks, assign_splits, folder_cohort, phantom_cohort
 from components.dataset import SPLITS, DatasetError, DRRRows, shard_row_count, write_shard
 from components.poses import sample_poses, view_seed
@@ -195,7 +196,7 @@ class ShardWriter:
             self.renderer = None  # free the previous module before building the next
             render = self.config.data.renderer
             self.renderer = SubjectRenderer(
-                source.load(),
+                source.load(self.config.data.landmarks.landmark_set()),
                 self.config.data.render_camera(),
                 renderer=render.name,
                 patch_size=render.patch_size,
@@ -314,6 +315,7 @@ def generate(config: StudyConfig, out_dir: str | Path) -> dict:
         rows=rows_per_split,
         subjects={split: sorted({s["subject_id"] for s in shards if s["split"] == split}) for split in rows_per_split},
         dataset_hash=manifest.dataset_hash(shards),
+        landmarks=landmark_record(config.data.landmarks.landmark_set()),
         render_camera=asdict(camera),
         intrinsics=geometry.make_k(camera).tolist(),
         seconds_last_run=round(time.perf_counter() - start, 3),

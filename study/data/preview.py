@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.anatomy import LANDMARK_NAMES
 from components.dataset import SPLITS, DatasetError, concat_rows, read_split
+from components.manifest import manifest_landmarks, read_manifest
 from study.figures import draw_image, draw_landmarks, plt, save_figure
 
 __all__ = ["export_images", "write_fluoro_preview", "write_preview"]
@@ -46,7 +46,8 @@ def write_preview(folder: str | Path, out: str | Path, count: int = 12, columns:
         draw_image(axis, rows.image[index])
         draw_landmarks(axis, rows.landmarks_2d[index], rows.visible[index], numbered=True)
         axis.set_title(f"{rows.split[index]} {rows.subject_id[index]} v{rows.view_id[index]}", fontsize=7)
-    figure.suptitle("  ".join(f"{i + 1} {name}" for i, name in enumerate(LANDMARK_NAMES)), fontsize=8)
+    names = manifest_landmarks(read_manifest(folder)).names  # the data set's own set, in its order
+    figure.suptitle("  ".join(f"{i + 1} {name}" for i, name in enumerate(names)), fontsize=8)
     return save_figure(figure, out)
 
 

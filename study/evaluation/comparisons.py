@@ -16,12 +16,22 @@ import math
 from dataclasses import asdict
 
 from components import statistics
+from components.anatomy import PAPER
 from components.dataset import TEST_SPLITS
 from study.config import StudyConfig
 from study.evaluation import paper
-from study.evaluation.table import DIVERGED, LANDMARK_COLUMNS, Outcome, aligned_errors, format_cell
+from study.evaluation.table import DIVERGED, Outcome, aligned_errors, format_cell, landmark_columns
 
-__all__ = ["claims", "compare_strategies", "comparison_markdown", "comparisons_markdown", "default_pairs"]
+__all__ = [
+    "RANDOMIZED",
+    "claims",
+    "compare_strategies",
+    "comparison_markdown",
+    "comparisons_markdown",
+    "default_pairs",
+    "interval",
+    "learned",
+]
 
 RANDOMIZED = "randomized_"  # the prefix of a strategy trained with domain randomization beside its clean twin
 COMPOSITE_RATIO = (2.1, 2.4)  # the paper: "approximately 2.4 and 2.1 times increases in error relative to the baseline"
@@ -58,7 +68,7 @@ def compare_pair(outcomes: list[Outcome], a: str, b: str, split: str, config: St
                 "p_value": math.nan,
             }
         )
-    errors, subjects = aligned_errors(mine + theirs, split)
+    errors, subjects = aligned_errors(mine + theirs, split, config.data.landmarks.landmark_set())
     paired = [o.seed for o in mine] == [o.seed for o in theirs]
     result = statistics.compare(
         errors[: len(mine)],
@@ -82,8 +92,9 @@ def compare_splits(outcomes: list[Outcome], strategy: str, config: StudyConfig) 
     mine = learned(outcomes, strategy)
     if not mine:
         return None
-    novel_subject, subjects_ns = aligned_errors(mine, "novel_subject")
-    novel_view, subjects_nv = aligned_errors(mine, "novel_view")
+    landmarks = config.data.landmarks.landmark_set()
+    novel_subject, subjects_ns = aligned_errors(mine, "novel_subject", landmarks)
+    novel_view, subjects_nv = aligned_errors(mine, "novel_view", landmarks)
     return statistics.compare_unpaired(
         novel_subject, subjects_ns, novel_view, subjects_nv, config.report.bootstrap_resamples, config.seed
     )
@@ -239,34 +250,44 @@ def claims_markdown(rows: list[dict]) -> str:
 
 
 def comparison_markdown(table: list[dict], comparisons: list[dict], claim_rows: list[dict], config: StudyConfig) -> str:
-    """``comparison.md``: the paper's Table 1 beside ours, ratios to the baseline, and the claims' verdicts."""
+    """``comparison.md``: the paper's Table 1 beside ours, ratios to the baseline, and the claims' verdicts. The
+    per-landmark columns are set beside the paper's only for a study of the paper's 8 landmarks; with another
+    set the means and ratios are compared."""
     size = config.data.image_size
+    landmarks = config.data.landmarks.landmark_set()
+    per_landmark = landmark_columns(landmarks) if landmarks.names == PAPER.names else []
+    note = (
+        ""
+        if per_landmark
+        else f" This study's landmark set '{landmarks.name}' is not the paper's 8: the means are compared, not "
+        "the landmarks."
+    )
     lines = [
         f"# {config.name}: the paper's Table 1 beside ours",
         "",
         f"Computed by `study reproduce` from `per_image/*.csv`; nothing here is written by hand. The paper's RMSEs "
         f"are px at {paper.IMAGE_SIZE} px, ours at {size} px: compare the ratios to the baseline (scale-free), "
-        "not the pixels." + (CROSS_VALIDATED if config.report.cross_validation is not None else ""),
+        f"not the pixels.{note}" + (CROSS_VALIDATED if config.report.cross_validation is not None else ""),
         "",
-        "| split | strategy | source | mean | ÷ baseline | " + " | ".join(LANDMARK_COLUMNS) + " |",
-        "|---|---|---|---|---|" + "---|" * len(LANDMARK_COLUMNS),
+        "| " + " | ".join(["split", "strategy", "source", "mean", "÷ baseline", *per_landmark]) + " |",
+        "|---|---|---|---|---|" + "---|" * len(per_landmark),
     ]
     ours = {(r["split"], r["strategy"]): r for r in table}
     for split, strategies in paper.TABLE_1.items():
-        for strategy, landmarks in strategies.items():
+        for strategy, printed_landmarks in strategies.items():
             printed = paper.PRINTED_MEANS[split]
-            if landmarks is None:
-                theirs = [DIVERGED, "", *["-"] * len(LANDMARK_COLUMNS)]
+            if printed_landmarks is None:
+                theirs = [DIVERGED, "", *["-"] * len(per_landmark)]
             else:
                 theirs = [f"{printed[strategy]:.2f}", f"{printed[strategy] / printed['baseline']:.2f}"]
-                theirs += [f"{v:.2f}" for v in landmarks]
+                theirs += [f"{v:.2f}" for v in printed_landmarks] if per_landmark else []
             lines.append(f"| {split} | {strategy} | paper | " + " | ".join(theirs) + " |")
             row, base = ours.get((split, strategy)), ours.get((split, "baseline"))
             if row is None:
                 continue
             ratio = row["mean"] / base["mean"] if base and base["diverged"] < base["seeds"] else math.nan
             cells = [format_cell(row, "mean"), DIVERGED if row["diverged"] == row["seeds"] else f"{ratio:.2f}"]
-            cells += [format_cell(row, column) for column in LANDMARK_COLUMNS]
+            cells += [format_cell(row, column) for column in per_landmark]
             lines.append("| | | ours | " + " | ".join(cells) + " |")
     lines += [
         "",

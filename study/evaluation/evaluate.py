@@ -43,8 +43,9 @@ def evaluate(
     out_dir = Path(out_dir or default_evaluation_folder(reference))
     records, summaries = evaluate_checkpoint(checkpoint, config, data_dir, splits)
     files = [write_csv(records, out_dir / "per_image.csv"), write_json(summaries, out_dir / "summary.json")]
-    files.append(per_landmark_plot({"model": summaries}, out_dir / "per_landmark_rmse.png"))
-    files.append(error_cdf_plot({"model": records}, out_dir / "error_cdf.png"))
+    landmarks = config.data.landmarks.landmark_set()
+    files.append(per_landmark_plot({"model": summaries}, landmarks, out_dir / "per_landmark_rmse.png"))
+    files.append(error_cdf_plot({"model": records}, landmarks, out_dir / "error_cdf.png"))
     if config.report.examples:
         examples, camera = out_dir / "examples.png", config.data.render_camera()
         fold = config.train.fold if config.train is not None else None  # a fold's model: its held-out subjects

@@ -9,9 +9,9 @@ one fold of a cross-validation (``train.fold``) is measured on its held-out subj
 from pathlib import Path
 
 from components import evaluation, training
-from components.manifest import read_manifest
+from components.manifest import check_landmarks, read_manifest
 from components.model import load_trained_model
-from study.config import StudyConfig
+from study.config import ConfigError, StudyConfig
 from study.tracking.datasets import log_splits
 from study.tracking.runs import Tracker
 from study.training.data import rows_to_test, splits_to_test
@@ -24,20 +24,30 @@ def evaluate_checkpoint(
 ) -> tuple[list[dict], dict]:
     """Per-image records and summaries ``{split: {method: {metric: value}}}`` of a checkpoint on ``splits``
     (default: the data set's test splits, ``data.test_splits()``); for a fold (``train.fold``), on the rows of
-    its held-out subjects in those of ``splits`` that have any."""
+    its held-out subjects in those of ``splits`` that have any. The model, the config and the data set must
+    share one landmark set (``data.landmarks``), which names the records' and summaries' keys."""
     splits = config.data.test_splits() if splits is None else splits
     fold = config.train.fold if config.train is not None else None
     model = load_trained_model(checkpoint)
+    landmarks = config.data.landmarks.landmark_set()
+    if model.landmarks.names != landmarks.names:
+        raise ConfigError(
+            f"{checkpoint}: the model detects the landmark set {model.landmarks.name!r}, not the config's "
+            f"{landmarks.name!r} ({', '.join(landmarks.names)})"
+        )
+    check_landmarks(Path(data_dir), landmarks)
     camera = config.data.render_camera()
+    minimum = config.data.landmarks.min_for_registration
     records, summaries = [], {}
     for split in splits_to_test(data_dir, splits, fold):
         ids, columns = rows_to_test(data_dir, split, fold)
-        predictions = training.predict(model.network, columns, camera, model.decoding)
-        split_records = evaluation.per_image_results(predictions, columns, ids)
+        predictions = training.predict(model.network, columns, camera, model.decoding, min_landmarks=minimum)
+        split_records = evaluation.per_image_results(predictions, columns, ids, landmarks)
         records += split_records
         summaries[split] = {
             method: evaluation.summarise(
                 [r for r in split_records if r["method"] == method],
+                landmarks,
                 camera,
                 config.data.poses.source_to_isocenter,
                 config.report.success_mm,

@@ -8,40 +8,41 @@ from pathlib import Path
 import numpy as np
 
 from components import evaluation
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import LandmarkSet
 from study.figures import plt, save_figure
 
 __all__ = ["error_cdf_plot", "per_landmark_plot", "training_curves_plot"]
 
 
-def per_landmark_plot(summaries: dict[str, dict], out: Path) -> Path:
-    """Bars of each landmark's argmax RMSE (px): a group per landmark, a bar per label, a panel per split."""
+def per_landmark_plot(summaries: dict[str, dict], landmarks: LandmarkSet, out: Path) -> Path:
+    """Bars of each landmark's argmax RMSE (px): a group per landmark of the set, a bar per label, a panel per
+    split."""
     splits = sorted({split for by_split in summaries.values() for split in by_split})
-    figure, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 3.6), squeeze=False)
+    names = landmarks.names
+    width_in = max(6.0, 0.55 * len(names) + 1.6)
+    figure, axes = plt.subplots(1, len(splits), figsize=(width_in * len(splits), 3.6), squeeze=False)
     width = 0.8 / max(len(summaries), 1)
     for axis, split in zip(axes.flat, splits):
         for index, (label, by_split) in enumerate(summaries.items()):
             if split not in by_split:
                 continue
-            values = [by_split[split]["argmax"][f"rmse_px_{name}"] for name in LANDMARK_NAMES]
-            axis.bar(np.arange(len(LANDMARK_NAMES)) + index * width, values, width, label=label)
-        axis.set_xticks(
-            np.arange(len(LANDMARK_NAMES)) + width * (len(summaries) - 1) / 2, LANDMARK_NAMES, rotation=45, fontsize=7
-        )
+            values = [by_split[split]["argmax"][f"rmse_px_{name}"] for name in names]
+            axis.bar(np.arange(len(names)) + index * width, values, width, label=label)
+        axis.set_xticks(np.arange(len(names)) + width * (len(summaries) - 1) / 2, names, rotation=45, fontsize=7)
         axis.set_ylabel("RMSE (px, argmax)")
         axis.set_title(split)
         axis.legend(fontsize=7)
     return save_figure(figure, Path(out))
 
 
-def error_cdf_plot(records: dict[str, list[dict]], out: Path) -> Path:
-    """Cumulative distribution of the landmark errors (px, argmax) per label; a panel per split."""
+def error_cdf_plot(records: dict[str, list[dict]], landmarks: LandmarkSet, out: Path) -> Path:
+    """Cumulative distribution of the errors (px, argmax) of the set's landmarks per label; a panel per split."""
     splits = sorted({r["split"] for rows in records.values() for r in rows})
     figure, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
     for axis, split in zip(axes.flat, splits):
         for label, rows in records.items():
             chosen = [r for r in rows if r["split"] == split and r["method"] == "argmax"]
-            errors = np.sort(evaluation.error_matrix(chosen).ravel())
+            errors = np.sort(evaluation.error_matrix(chosen, landmarks).ravel())
             errors = errors[np.isfinite(errors)]
             if errors.size:
                 axis.plot(errors, np.arange(1, errors.size + 1) / errors.size, label=label)

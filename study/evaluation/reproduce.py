@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from components import evaluation, training
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import LandmarkSet
 from components.dataset import TEST_SPLITS
 from components.manifest import read_manifest
 from study import console
@@ -134,12 +134,14 @@ def trivial_records(config: StudyConfig, data_dir: Path) -> tuple[list[dict], fl
     must beat by the selection metric's measure, ``val_rmse_px``); for a fold (``train.fold``), from the fold's
     training rows, on its held-out subjects and its val rows."""
     fold, camera = config.train.fold, config.data.render_camera()
+    landmarks, minimum = config.data.landmarks.landmark_set(), config.data.landmarks.min_for_registration
     train_rows = run_columns(data_dir, "train", fold)
     records = []
     for split in splits_to_test(data_dir, config.data.test_splits(), fold):
         ids, columns = rows_to_test(data_dir, split, fold)
-        predicted = evaluation.mean_position_predictions(train_rows, columns, camera)
-        records += [r for r in evaluation.per_image_results(predicted, columns, ids) if r["method"] == "argmax"]
+        predicted = evaluation.mean_position_predictions(train_rows, columns, camera, minimum)
+        per_image = evaluation.per_image_results(predicted, columns, ids, landmarks)
+        records += [r for r in per_image if r["method"] == "argmax"]
     return records, training.mean_position_rmse(train_rows, run_columns(data_dir, "val", fold))
 
 
@@ -167,6 +169,7 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
     tracker = Tracker(config)
     parent = start_parent_run(config, tracker, data_dir)
     which, seeds = config.train.checkpoint, seeds_of(config)
+    landmarks = config.data.landmarks.landmark_set()
     trivial, trivial_val = [], {}  # the trivial predictor's outcome and val RMSE per fold (by number; None: none)
     for fold in folds_of(config):
         records, trivial_val[number_of(fold)] = trivial_records(run_config(config, fold, seeds[0]), data_dir)
@@ -221,8 +224,8 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
             write_text(folds_markdown(per_fold, splits, config.reported_strategies(), seeds), out_dir / "folds.md"),
             write_csv(per_fold, out_dir / "folds.csv"),
         ]
-        summaries = landmark_summaries(rows)  # the pooled per-landmark RMSEs, not one fold's
-    table = markdown(rows, notes, seeds, which, len(trivial) if folded else None)
+        summaries = landmark_summaries(rows, landmarks)  # the pooled per-landmark RMSEs, not one fold's
+    table = markdown(rows, notes, seeds, which, landmarks, len(trivial) if folded else None)
     report = comparison_markdown(rows, comparisons, verdicts, config)
     files += [
         write_text(table, out_dir / "table1.md"),
@@ -284,12 +287,12 @@ def write_plots(
     """The plots of a reproduction: per-landmark RMSEs (``summaries``, by strategy), the first seed's error CDFs
     (``outcomes``), each strategy's model (``models``: its checkpoint) on the first images of ``examples`` (a
     split, and the subjects to draw or None: all), and the training curves (``histories``, by run)."""
-    files = []
+    files, landmarks = [], config.data.landmarks.landmark_set()
     if summaries:
         seed = seeds_of(config)[0]
         first_seed = {o.strategy: o.records for o in outcomes if o.records is not None and o.seed == seed}
-        files.append(per_landmark_plot(summaries, out_dir / "per_landmark_rmse.png"))
-        files.append(error_cdf_plot(first_seed, out_dir / "error_cdf.png"))
+        files.append(per_landmark_plot(summaries, landmarks, out_dir / "per_landmark_rmse.png"))
+        files.append(error_cdf_plot(first_seed, landmarks, out_dir / "error_cdf.png"))
         (split, subjects), camera, count = examples, config.data.render_camera(), config.report.examples or 4
         files.append(prediction_examples(models, camera, data_dir, split, out_dir / "examples.png", count, subjects))
     files.append(training_curves_plot(histories, out_dir / "training_curves.png"))
@@ -337,13 +340,13 @@ def trivial_val_entry(trivial_val: dict[int | None, float]) -> dict:
     return {"trivial_val_rmse_px_by_fold": {str(number): value for number, value in trivial_val.items()}}
 
 
-def landmark_summaries(rows: list[dict]) -> dict[str, dict]:
+def landmark_summaries(rows: list[dict], landmarks: LandmarkSet) -> dict[str, dict]:
     """What ``per_landmark_plot`` draws, from Table 1's rows (their per-landmark RMSEs, over the seeds): per
     strategy that learned, ``{split: {"argmax": {"rmse_px_<landmark>": ...}}}``."""
     summaries = {}
     for row in rows:
         if row["strategy"] != TRIVIAL and row["diverged"] < row["seeds"]:
-            per_landmark = {f"rmse_px_{name}": row[f"L{i + 1}"] for i, name in enumerate(LANDMARK_NAMES)}
+            per_landmark = {f"rmse_px_{name}": row[f"L{i + 1}"] for i, name in enumerate(landmarks.names)}
             summaries.setdefault(row["strategy"], {})[row["split"]] = {"argmax": per_landmark}
     return summaries
 

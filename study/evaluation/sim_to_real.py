@@ -49,7 +49,7 @@ def gap(outcomes: list[Outcome], strategy: str, clean_splits: tuple[str, ...], c
         return {"strategy": strategy, "div": True}
     clean = [relabelled(o, clean_splits, CLEAN) for o in mine]
     fluoro = [relabelled(o, (FLUORO,), CLEAN) for o in mine]
-    errors, subjects = aligned_errors(fluoro + clean, CLEAN)
+    errors, subjects = aligned_errors(fluoro + clean, CLEAN, config.data.landmarks.landmark_set())
     result = statistics.compare(
         errors[: len(mine)], errors[len(mine) :], subjects, config.report.bootstrap_resamples, config.seed, True
     )

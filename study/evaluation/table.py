@@ -2,10 +2,12 @@
 
 A row per split and strategy, each cell the mean ± sd over the training seeds that learned:
 
-- ``mean``: the paper's "Mean", the arithmetic mean of the 8 per-landmark RMSEs (px, argmax), with
+- ``mean``: the paper's "Mean", the arithmetic mean of the per-landmark RMSEs (px, argmax), with
   a 95% interval from a hierarchical bootstrap over seeds, subjects and images within them
-  (``components.statistics``); ``L1``-``L8``: the per-landmark RMSEs; ``pooled``: the RMSE over
-  all landmarks at once (a different number: it weights the landmarks by their squared errors);
+  (``components.statistics``); ``L1``-``LN``: the per-landmark RMSEs, one per landmark of the study's
+  set (``data.landmarks``: the paper's 8, DeepFluoro's 14, ...), in its order, named in the legend;
+  ``pooled``: the RMSE over all landmarks at once (a different number: it weights the landmarks by
+  their squared errors);
 - ``mean_mm``: the mean at the isocentre; pose errors after registration (medians) and success rate.
 
 A run is DIV (``Outcome.div`` says why) when its loss diverged (non-finite, or exploding: see
@@ -23,27 +25,36 @@ from dataclasses import dataclass
 import numpy as np
 
 from components import evaluation, metrics, statistics
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import LandmarkSet
 from components.dataset import TEST_SPLITS
 from study.config import FoldConfig, StudyConfig
 
 __all__ = [
-    "COLUMNS",
     "DIVERGED",
-    "LANDMARK_COLUMNS",
     "TRIVIAL",
     "Outcome",
     "aligned_errors",
+    "columns",
     "footnotes",
     "format_cell",
+    "landmark_columns",
     "markdown",
     "table_1",
 ]
 
 DIVERGED = "DIV"
 TRIVIAL = "trivial"  # the row of the mean-position predictor
-LANDMARK_COLUMNS = [f"L{i + 1}" for i in range(len(LANDMARK_NAMES))]
-COLUMNS = ["mean", *LANDMARK_COLUMNS, "pooled", "mean_mm", "rotation_deg", "translation_mm", "mtre_mm", "success"]
+
+
+def landmark_columns(landmarks: LandmarkSet) -> list[str]:
+    """``L1`` ... ``LN``: a column per landmark of the set, in its order."""
+    return [f"L{i + 1}" for i in range(len(landmarks))]
+
+
+def columns(landmarks: LandmarkSet) -> list[str]:
+    """Table 1's number columns for the set: the mean, one per landmark, then the pooled, mm and pose ones."""
+    pose = ["rotation_deg", "translation_mm", "mtre_mm", "success"]
+    return ["mean", *landmark_columns(landmarks), "pooled", "mean_mm", *pose]
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,11 @@ def split_records(records: list[dict], split: str) -> list[dict]:
 def cells_of(records: list[dict], config: StudyConfig) -> dict[str, float]:
     """The numbers of one table row (one split, strategy and seed) from its argmax records."""
     camera, source_to_isocenter = config.data.render_camera(), config.data.poses.source_to_isocenter
-    summary = evaluation.summarise(records, camera, source_to_isocenter, config.report.success_mm, resamples=10)
-    mean = statistics.paper_mean(evaluation.error_matrix(records))
+    landmarks = config.data.landmarks.landmark_set()
+    summary = evaluation.summarise(
+        records, landmarks, camera, source_to_isocenter, config.report.success_mm, resamples=10
+    )
+    mean = statistics.paper_mean(evaluation.error_matrix(records, landmarks))
     cells = {
         "mean": mean,
         "pooled": summary["rmse_px"],
@@ -89,15 +103,16 @@ def cells_of(records: list[dict], config: StudyConfig) -> dict[str, float]:
         "mtre_mm": summary["mtre_mm_median"],
         "success": summary["success_rate"],
     }
-    return cells | {f"L{i + 1}": summary[f"rmse_px_{name}"] for i, name in enumerate(LANDMARK_NAMES)}
+    return cells | {f"L{i + 1}": summary[f"rmse_px_{name}"] for i, name in enumerate(landmarks.names)}
 
 
-def aligned_errors(outcomes: list[Outcome], split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(S, N, 8) landmark errors (px) of the outcomes' argmax records of ``split`` on the images they all
-    have, in one order, and those images' (N,) subjects."""
+def aligned_errors(outcomes: list[Outcome], split: str, landmarks: LandmarkSet) -> tuple[np.ndarray, np.ndarray]:
+    """(S, N, L) errors (px) of the set's L landmarks in the outcomes' argmax records of ``split`` on the N images
+    they all have, in one order, and those images' (N,) subjects."""
     by_key = [{(r["subject_id"], str(r["view_id"])): r for r in split_records(o.records, split)} for o in outcomes]
     keys = sorted(set.intersection(*(set(k) for k in by_key))) if by_key else []
-    errors = np.stack([evaluation.error_matrix([mine[k] for k in keys]) for mine in by_key]) if by_key else None
+    matrices = [evaluation.error_matrix([mine[k] for k in keys], landmarks) for mine in by_key]
+    errors = np.stack(matrices) if by_key else None
     return errors, np.array([subject for subject, _ in keys])
 
 
@@ -109,6 +124,7 @@ def table_1(outcomes: list[Outcome], trivial: list[dict] | None, config: StudyCo
     ``mean_high`` (the bootstrap interval of ``mean``).
     """
     strategies = list(dict.fromkeys(o.strategy for o in outcomes))
+    landmarks = config.data.landmarks.landmark_set()
     rows = []
     for split in splits:
         for strategy in [*strategies, TRIVIAL] if trivial is not None else strategies:
@@ -119,13 +135,13 @@ def table_1(outcomes: list[Outcome], trivial: list[dict] | None, config: StudyCo
                 learned = [o for o in mine if o.div is None]
             row = {"split": split, "strategy": strategy, "seeds": len(mine), "diverged": len(mine) - len(learned)}
             cells = [cells_of(split_records(o.records, split), config) for o in learned]
-            for column in COLUMNS:
+            for column in columns(landmarks):
                 values = np.array([c[column] for c in cells], dtype=float)
                 row[column] = float(values.mean()) if values.size else math.nan
                 row[f"{column}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
             row["mean_low"], row["mean_high"] = math.nan, math.nan
             if learned:
-                errors, subjects = aligned_errors(learned, split)
+                errors, subjects = aligned_errors(learned, split, landmarks)
                 low, high = statistics.paper_mean_interval(
                     errors, subjects, config.report.bootstrap_resamples, config.seed
                 )
@@ -169,20 +185,30 @@ def format_folds(row: dict) -> str:
     return text + (f" ({row['fold_runs_diverged']} of {row['fold_runs']} DIV)" if row["fold_runs_diverged"] else "")
 
 
-def markdown(rows: list[dict], notes: list[str], seeds: list[int], checkpoint: str, folds: int | None = None) -> str:
-    """Table 1 as Markdown, with how to read it and the DIV footnotes; for a cross-validation of ``folds`` folds
-    (rows with the keys ``study.evaluation.cross_validation.with_fold_spread`` adds), a column of the per-fold
-    means' spread."""
-    header = ["split", "strategy", *COLUMNS, *(["folds"] if folds else [])]
+def markdown(
+    rows: list[dict],
+    notes: list[str],
+    seeds: list[int],
+    checkpoint: str,
+    landmarks: LandmarkSet,
+    folds: int | None = None,
+) -> str:
+    """Table 1 as Markdown, with how to read it (the legend names the set's landmarks) and the DIV footnotes;
+    for a cross-validation of ``folds`` folds (rows with the keys ``study.evaluation.cross_validation.
+    with_fold_spread`` adds), a column of the per-fold means' spread."""
+    numbers = columns(landmarks)
+    header = ["split", "strategy", *numbers, *(["folds"] if folds else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [format_cell(row, c) for c in COLUMNS] + ([format_folds(row)] if folds else [])
+        cells = [format_cell(row, c) for c in numbers] + ([format_folds(row)] if folds else [])
         lines.append("| " + " | ".join([row["split"], row["strategy"], *cells]) + " |")
+    legend = ", ".join(f"{column} {name}" for column, name in zip(landmark_columns(landmarks), landmarks.names))
     lines.append("")
     lines.append(
         f"RMSE in px by argmax, mean ± sd over {len(seeds)} training seed(s) ({', '.join(map(str, seeds))}), "
-        f"each evaluated at its {checkpoint} checkpoint. mean: the paper's, the mean of the 8 per-landmark RMSEs "
-        "(L1-L8: " + ", ".join(LANDMARK_NAMES) + "), with its 95% interval from a hierarchical bootstrap (seeds, "
+        f"each evaluated at its {checkpoint} checkpoint. mean: the paper's, the mean of the {len(landmarks)} "
+        f"per-landmark RMSEs of the landmark set '{landmarks.name}' ({legend}), with its 95% interval from a "
+        "hierarchical bootstrap (seeds, "
         "subjects, images within subjects); pooled: the RMSE over all landmarks at once; mean_mm: the mean at the "
         "isocentre; pose errors: medians after registration; success: mTRE below the threshold. trivial: every "
         "landmark at its mean training position. DIV: the loss diverged, or the final val RMSE was no better than "

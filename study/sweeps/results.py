@@ -151,8 +151,9 @@ def register_model(plan: SweepPlan, best: TrialRecord, checkpoint: Path, tracker
         for name, value in best.params.items()
     )
     description = (
-        f"The landmark U-Net of study '{config.name}' (8 pelvic landmarks as heatmaps; input a 1 x {size} x {size} "
-        "DRR, output 8 heatmap logits). Each version is the best trial of a sweep; "
+        f"The landmark U-Net of study '{config.name}' ({config.data.landmarks.in_words()} as heatmaps; input a 1 x "
+        f"{size} x {size} DRR, output {len(config.data.landmarks.landmark_set())} heatmap logits). Each version is "
+        "the best trial of a sweep; "
         f"the alias '{CHAMPION}' marks the newest."
     )
     version_description = (

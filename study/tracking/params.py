@@ -4,7 +4,9 @@ The full resolved config goes into every run as the artifact ``config.yaml``; th
 what a person compares in the UI (Compare, "Show diff only"; parallel coordinates):
 
 - the data set's defining settings: ``data.cohort.kind``, ``data.cohort.subjects.train``, ...,
-  ``data.image_size``, ``data.poses.rotation_deg`` (lists as ``15,15,15``), ``data.renderer.name``;
+  ``data.image_size``, ``data.poses.rotation_deg`` (lists as ``15,15,15``), ``data.renderer.name``,
+  ``data.landmarks`` (the set's name; its landmarks in ``config.yaml``) and
+  ``data.landmarks.min_for_registration``;
 - the model and the losses' and decoding settings: ``model.encoder``, ``loss.temperature``, ...;
 - training: ``seed``, ``batch_size``, ``checkpoint``, ``selection_metric``, ``augment``, ...; for one
   fold of a cross-validation ``fold.number``, ``fold.held_out`` and ``fold.val``;
@@ -79,6 +81,8 @@ def study_params(config: StudyConfig) -> dict[str, str]:
     raw = config.model_dump(mode="json")
     paths = {f"data.{key}": raw["data"][key] for key in DATA_SETTINGS}
     paths["data.renderer.name"] = raw["data"]["renderer"]["name"]
+    paths["data.landmarks"] = raw["data"]["landmarks"]["name"]
+    paths["data.landmarks.min_for_registration"] = raw["data"]["landmarks"]["min_for_registration"]
     paths["data.fluoro"] = "on" if raw["data"]["fluoro"] else "off"  # its settings: config.yaml
     if config.train is not None:
         train = raw["train"]

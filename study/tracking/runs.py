@@ -158,8 +158,9 @@ class Tracker:
         if self.uri.startswith("sqlite:"):
             location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
         description = (
-            f"Study '{config.name}': U-Net heatmaps of 8 pelvic landmarks on DRRs, soft-argmax, 2D/3D registration "
-            "(Enhanced Landmark Detection Model in Pelvic Fluoroscopy using 2D/3D Registration Loss). Parent runs: "
+            f"Study '{config.name}': U-Net heatmaps of {config.data.landmarks.in_words()} on DRRs, soft-argmax, 2D/3D "
+            "registration (Enhanced Landmark Detection Model in Pelvic Fluoroscopy using 2D/3D Registration Loss). "
+            "Parent runs: "
             "'study reproduce' (Table 1 and the comparisons; its children are the strategy runs, one per strategy and "
             "training seed) and 'study sweep' (its children are the trials). Compare runs on the parameters "
             "strategy and phase<i>.*; the full config of every run is its config.yaml artifact."

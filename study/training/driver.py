@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from components.dataset import DatasetError
-from components.manifest import read_manifest
+from components.manifest import check_landmarks, read_manifest
 from components.model import CHECKPOINT_FILE, load_checkpoint, trained_model
 from study import console
 from study.config import LAUNCHERS, ConfigError, FoldConfig, StudyConfig
@@ -109,6 +109,7 @@ def train(
             return finished
     fold = config.train.fold
     data_manifest = complete_manifest(data_dir, fold)
+    check_landmarks(data_dir, config.data.landmarks.landmark_set())
     tracker = Tracker(config)
     start = init if init is not None else strategies[strategy].init
     init_checkpoint = resolve_init(config, start, data_dir, tracker)

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from components import losses, training
-from components.model import load_checkpoint, make_unet, save_checkpoint, weights_fingerprint
+from components.model import checkpoint_landmarks, load_checkpoint, make_unet, save_checkpoint, weights_fingerprint
 from study.config import ConfigError, StudyConfig
 from study.training import faults
 
@@ -139,7 +139,8 @@ def train_phases(loop_config: dict, worker: Worker) -> dict:
 
     seed = config.training_seed()
     seed_everything(seed)
-    model = make_unet(train_config.model)
+    landmarks = config.data.landmarks.landmark_set()
+    model = make_unet(train_config.model, landmarks)
     architecture = train_config.model.architecture()
     state = worker.resumed_state()
     if state:
@@ -149,6 +150,11 @@ def train_phases(loop_config: dict, worker: Worker) -> dict:
         if start["settings"] != architecture:
             raise ConfigError(
                 f"{loop_config['init']}: its model {start['settings']} differs from the config's {architecture}"
+            )
+        if checkpoint_landmarks(start).names != landmarks.names:
+            raise ConfigError(
+                f"{loop_config['init']}: its model detects the landmark set {checkpoint_landmarks(start).name!r}, "
+                f"not the config's {landmarks.name!r} ({', '.join(landmarks.names)})"
             )
         model.load_state_dict(start["model"])
     first_epoch = state.get("epoch", -1) + 1
@@ -212,7 +218,13 @@ def train_phases(loop_config: dict, worker: Worker) -> dict:
         checkpoint = None
         if rank == 0 and not diverged:
             predictions = training.predict(
-                model, val_rows, loss_context.camera, decoding, train_config.batch_size, device
+                model,
+                val_rows,
+                loss_context.camera,
+                decoding,
+                train_config.batch_size,
+                device,
+                min_landmarks=loss_context.min_landmarks,
             )
             metrics |= {
                 f"val_{key}": value for key, value in training.validation_metrics(predictions, val_rows).items()
@@ -228,6 +240,7 @@ def train_phases(loop_config: dict, worker: Worker) -> dict:
                     model,
                     train_config.model,
                     decoding,
+                    landmarks,
                     epoch=epoch,
                     phase=phase_index,
                     optimizer=optimizer.state_dict(),

@@ -1,38 +1,37 @@
+import json
+
 import pytest
 
 from components.anatomy import (
     DEEPFLUORO,
-    LANDMARK_DESCRIPTIONS,
-    LANDMARK_NAMES,
-    LEFT_RIGHT_PAIRS,
-    MIDLINE,
-    N_LANDMARKS,
+    LANDMARK_SETS,
     PAPER,
     LandmarkSet,
+    landmark_record,
     landmark_set,
-    mirror_index,
+    landmark_set_of,
 )
 
 
 def test_the_papers_order():
-    assert LANDMARK_NAMES == ("L_ASIS", "L_IOF", "L_MOF", "SPS", "IPS", "R_MOF", "R_IOF", "R_ASIS")
-    assert N_LANDMARKS == 8 and set(LANDMARK_DESCRIPTIONS) == set(LANDMARK_NAMES)
+    assert PAPER.names == ("L_ASIS", "L_IOF", "L_MOF", "SPS", "IPS", "R_MOF", "R_IOF", "R_ASIS")
+    assert len(PAPER) == 8 and set(PAPER.descriptions) == set(PAPER.names)
 
 
 def test_pairs_join_left_to_right_names():
-    for left, right in LEFT_RIGHT_PAIRS:
-        assert LANDMARK_NAMES[left].replace("L_", "R_") == LANDMARK_NAMES[right]
-    assert sorted([i for pair in LEFT_RIGHT_PAIRS for i in pair] + list(MIDLINE)) == list(range(8))
+    for left, right in PAPER.pair_slots:
+        assert PAPER.names[left].replace("L_", "R_") == PAPER.names[right]
+    assert sorted([i for pair in PAPER.pair_slots for i in pair] + list(PAPER.midline)) == list(range(8))
 
 
 @pytest.mark.parametrize("index, mirror", [(0, 7), (7, 0), (1, 6), (2, 5), (3, 3), (4, 4)])
 def test_mirror_index(index, mirror):
-    assert mirror_index(index) == mirror
+    assert PAPER.mirror_index(index) == mirror
 
 
 def test_mirror_index_out_of_range():
     with pytest.raises(IndexError, match="landmark index 8"):
-        mirror_index(8)
+        PAPER.mirror_index(8)
 
 
 def test_deepfluoro_has_its_14_landmarks_in_left_right_pairs():
@@ -74,3 +73,22 @@ def test_a_bad_set_is_refused_naming_it(names, pairs, message):
 def test_index_of_an_unknown_landmark_names_the_set():
     with pytest.raises(ValueError, match="landmark 'L_FH' is not in the landmark set 'paper'"):
         PAPER.index("L_FH")
+
+
+@pytest.mark.parametrize(
+    "landmarks",
+    [*LANDMARK_SETS.values(), LandmarkSet("mine", ("L_A", "R_A", "M"), pairs=(("L_A", "R_A"),))],
+    ids=lambda landmarks: landmarks.name,
+)
+def test_a_set_round_trips_through_its_record(landmarks):
+    record = landmark_record(landmarks)
+    assert json.loads(json.dumps(record)) == record  # plain data, as manifests and checkpoints store it
+    again = landmark_set_of(record)
+    assert (again.name, again.names, again.pairs) == (landmarks.name, landmarks.names, landmarks.pairs)
+    if landmarks.name in LANDMARK_SETS:
+        assert again is LANDMARK_SETS[landmarks.name]  # with its descriptions
+
+
+def test_a_record_named_like_a_registered_set_but_other_landmarks_is_its_own_set():
+    record = {"name": "paper", "names": ["SPS", "IPS", "L_ASIS", "R_ASIS"], "pairs": [["L_ASIS", "R_ASIS"]]}
+    assert landmark_set_of(record) is not PAPER and landmark_set_of(record).names == ("SPS", "IPS", "L_ASIS", "R_ASIS")

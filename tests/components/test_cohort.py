@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from components import phantom
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import DEEPFLUORO, PAPER
 from components.cohort import SubjectSource, annotated_landmarks, assign_splits, folder_cohort, phantom_cohort
 from components.volumes import VolumeError
 
@@ -54,17 +54,17 @@ def test_folder_cohort_pairs_cts_with_landmark_files(tmp_path):
 @pytest.mark.parametrize("plausibility", ["error", "off"])
 def test_folder_subjects_are_checked_for_plausibility_as_they_load(tmp_path, plausibility):
     write_ct(tmp_path / "a.nii.gz")  # all 0 HU: no landmark is near bone
-    rows = [f"{name},1.5,1.5,1.5" for name in LANDMARK_NAMES]
+    rows = [f"{name},1.5,1.5,1.5" for name in PAPER.names]
     (tmp_path / "a.csv").write_text("\n".join(["name,x,y,z", *rows]) + "\n")
     [source] = folder_cohort(tmp_path, plausibility=plausibility)
     assert source.plausibility == plausibility
     if plausibility == "off":
-        assert source.load().landmarks.shape == (8, 3)
+        assert source.load(PAPER).landmarks.shape == (8, 3)
     else:
         with pytest.raises(
             VolumeError, match=r"^subject a: landmark file .*a\.csv: \d+ implausible finding\(s\): L_ASIS"
         ):
-            source.load()
+            source.load(PAPER)
 
 
 @pytest.mark.parametrize(
@@ -87,10 +87,11 @@ def test_missing_cohort_folder(tmp_path):
         folder_cohort(tmp_path / "nowhere")
 
 
-def test_phantom_source_loads_its_subject():
-    source = SubjectSource("phantom-x", "phantom", phantom_seed=4, voxel_size=4.0)
-    subject = source.load()
-    assert subject.subject_id == "phantom-x" and subject.landmarks.shape == (8, 3)
+@pytest.mark.parametrize("landmarks", [PAPER, DEEPFLUORO], ids=lambda landmarks: landmarks.name)
+def test_phantom_source_loads_its_subject(landmarks):
+    source = SubjectSource("phantom-x", "phantom", phantom_seed=4, voxel_size=8.0)
+    subject = source.load(landmarks)
+    assert subject.subject_id == "phantom-x" and subject.landmarks.shape == (len(landmarks), 3)
 
 
 def test_annotated_landmarks_are_a_seeded_placement_error_per_subject():
@@ -109,5 +110,5 @@ def test_annotated_landmarks_are_a_seeded_placement_error_per_subject():
 def test_a_shifted_phantom_source_loads_the_shifted_subject():
     plain = SubjectSource("p", "phantom", phantom_seed=5, voxel_size=8.0)
     shifted = SubjectSource("p", "phantom", phantom_seed=5, phantom_shift=1.0, voxel_size=8.0)
-    assert np.array_equal(plain.load().landmarks, phantom.phantom_subject(5, voxel_size=8.0).landmarks)
-    assert not np.array_equal(shifted.load().landmarks, plain.load().landmarks)
+    assert np.array_equal(plain.load(PAPER).landmarks, phantom.phantom_subject(5, voxel_size=8.0).landmarks)
+    assert not np.array_equal(shifted.load(PAPER).landmarks, plain.load(PAPER).landmarks)

@@ -6,27 +6,31 @@ import pytest
 from components.dataset import DatasetError, DRRRows, concat_rows, read_shard, shard_row_count, write_shard
 
 
-def make_rows(count=3, size=(6, 5)) -> DRRRows:
+def make_rows(count=3, size=(6, 5), landmarks=8) -> DRRRows:
     generator = np.random.default_rng(0)
+    landmarks_3d = generator.normal(size=(count, landmarks, 3))
+    landmarks_3d[:, landmarks // 2] = np.nan  # a landmark the subject lacks
     return DRRRows(
         subject_id=np.array(["s0"] * count, dtype=object),
         view_id=np.arange(count, dtype=np.int32),
         split=np.array(["train"] * count, dtype=object),
         image=generator.integers(0, 65535, (count, *size)).astype(np.uint16),
-        landmarks_2d=generator.normal(size=(count, 8, 2)),
-        visible=generator.random((count, 8)) > 0.3,
-        landmarks_3d=generator.normal(size=(count, 8, 3)),
+        landmarks_2d=np.where(np.isnan(landmarks_3d[..., :2]), np.nan, generator.normal(size=(count, landmarks, 2))),
+        visible=(generator.random((count, landmarks)) > 0.3) & ~np.isnan(landmarks_3d[..., 0]),
+        landmarks_3d=landmarks_3d,
         pose=generator.normal(size=(count, 6)),
         intrinsics=generator.normal(size=(count, 3, 3)),
     )
 
 
-def test_write_read_round_trip(tmp_path):
-    rows = make_rows()
+@pytest.mark.parametrize("landmarks", [8, 14, 3])  # the paper's set, DeepFluoro's, one's own
+def test_write_read_round_trip(tmp_path, landmarks):
+    rows = make_rows(landmarks=landmarks)
     write_shard(rows, tmp_path / "train" / "a.parquet")
     back = read_shard(tmp_path / "train" / "a.parquet")
     for name in DRRRows.__dataclass_fields__:
-        assert np.array_equal(getattr(back, name), getattr(rows, name)), name
+        assert np.array_equal(getattr(back, name), getattr(rows, name), equal_nan=name.startswith("landmarks")), name
+    assert back.landmarks_2d.shape == (3, landmarks, 2) and back.visible.shape == (3, landmarks)
     assert shard_row_count(tmp_path / "train" / "a.parquet") == 3
     assert [p.name for p in (tmp_path / "train").iterdir()] == ["a.parquet"]
 

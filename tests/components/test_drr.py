@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ from diffdrr.data import read
 from torchio import ScalarImage
 
 from components import geometry
-from components.anatomy import N_LANDMARKS
+from components.anatomy import DEEPFLUORO, PAPER
 from components.drr import (
     NANODRR_BACKENDS,
     RENDERERS,
@@ -20,7 +21,7 @@ from components.drr import (
 )
 from components.fluoroscopy import WATER_MU
 from components.geometry import Camera
-from components.phantom import phantom_subject
+from components.phantom import phantom_landmarks, phantom_subject, sample_phantom_params
 from components.subject import Subject, center_affine, world_to_voxel
 
 SID = 800.0
@@ -59,7 +60,7 @@ def bead_subject(world_point: np.ndarray, shape=(40, 40, 40), voxel_size=2.0) ->
     """Air (-1000 HU) with one dense Gaussian bead (peak 2000 HU) centred on ``world_point`` (mm)."""
     affine = center_affine(np.diag([voxel_size, voxel_size, voxel_size, 1.0]), shape)
     bead = gaussian_bead(shape, world_to_voxel(affine, world_point[None])[0]).numpy()
-    return Subject("bead", (-1000.0 + 3000.0 * bead).astype(np.float32), affine, np.zeros((N_LANDMARKS, 3)))
+    return Subject("bead", (-1000.0 + 3000.0 * bead).astype(np.float32), affine, np.zeros((len(PAPER), 3)))
 
 
 def ncc(first: torch.Tensor, second: torch.Tensor) -> float:
@@ -102,12 +103,28 @@ def test_bead_at_a_landmark_peaks_at_its_projection(subject, renderer):
             assert error < 0.5, f"{renderer} landmark {landmark_index} view {view}: bead off by {error:.3f} px"
 
 
-def test_all_landmarks_inside_an_ap_drr(subject):
+@pytest.mark.parametrize("landmarks", [PAPER, DEEPFLUORO], ids=lambda landmarks: landmarks.name)
+def test_all_landmarks_inside_an_ap_drr(subject, landmarks):
+    subject = dataclasses.replace(subject, landmarks=phantom_landmarks(sample_phantom_params(3), landmarks))
     drr = SubjectRenderer(subject, CAMERA)
     views = drr.render(geometry.ap_pose(SID))
     assert views.images.shape == (1, CAMERA.height, CAMERA.width)
-    assert views.landmarks_2d.shape == (1, N_LANDMARKS, 2)
+    assert views.landmarks_2d.shape == (1, len(landmarks), 2)
     assert views.visible.all()
+
+
+def test_a_landmark_the_subject_lacks_is_invisible_in_every_view(small_subject):
+    landmarks = small_subject.landmarks.copy()
+    landmarks[2] = np.nan  # L_MOF: not annotated
+    lacking = dataclasses.replace(small_subject, landmarks=landmarks)
+    poses = random_poses(seed=4, batch_size=6, max_degrees=10.0, max_mm=10.0)
+    points, visible = SubjectRenderer(lacking, SMALL_CAMERA).project_landmarks(poses)
+    full_points, full_visible = SubjectRenderer(small_subject, SMALL_CAMERA).project_landmarks(poses)
+    assert not visible[:, 2].any() and torch.isnan(points[:, 2]).all()
+    assert full_visible[:, 2].all()  # it would have been in every image
+    others = [0, 1, 3, 4, 5, 6, 7]
+    assert torch.equal(visible[:, others], full_visible[:, others])
+    assert torch.equal(points[:, others], full_points[:, others])
 
 
 def test_render_shapes_and_determinism(subject):
@@ -119,10 +136,11 @@ def test_render_shapes_and_determinism(subject):
     assert first.images.std() > 0
 
 
-def test_visibility_marks_points_outside_the_image_or_behind_the_source():
-    uv = torch.tensor([[[10.0, 10.0], [-0.1, 10.0], [10.0, 160.0], [159.9, 159.9], [10.0, 10.0]]])
-    depth = torch.tensor([[500.0, 500.0, 500.0, 500.0, -5.0]])
-    assert landmark_visibility(uv, depth, CAMERA).tolist() == [[True, False, False, True, False]]
+def test_visibility_marks_points_outside_the_image_behind_the_source_or_absent():
+    nan = math.nan
+    uv = torch.tensor([[[10.0, 10.0], [-0.1, 10.0], [10.0, 160.0], [159.9, 159.9], [10.0, 10.0], [nan, nan]]])
+    depth = torch.tensor([[500.0, 500.0, 500.0, 500.0, -5.0, nan]])
+    assert landmark_visibility(uv, depth, CAMERA).tolist() == [[True, False, False, True, False, False]]
 
 
 def test_to_uint16_spans_the_full_range():

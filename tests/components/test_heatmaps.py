@@ -20,6 +20,13 @@ def test_gaussian_target_peaks_at_the_landmark():
     assert target[0, 0, 2, 4] == 1.0 and target[0, 0, 2, 5] == pytest.approx(math.exp(-1 / 4.5))
 
 
+@pytest.mark.parametrize("target", [heatmaps.disk_targets, heatmaps.gaussian_targets])
+def test_a_landmark_the_subject_lacks_has_an_empty_target(target):
+    landmarks = torch.tensor([[[4.5, 2.5], [math.nan, math.nan]]])  # the second is absent (NaN), never visible
+    maps = target(landmarks, torch.tensor([[True, False]]), 6, 9, 1.5)
+    assert torch.isfinite(maps).all() and maps[0, 1].sum() == 0 and maps[0, 0].sum() > 0
+
+
 def test_argmax_uses_pixel_centres():
     logits = torch.zeros(1, 1, 5, 7)
     logits[0, 0, 3, 6] = 1.0

@@ -171,6 +171,59 @@ def test_bad_bounds():
         LossContext(CAMERA, 800.0, bounds=((0.0,) * 6, (-1.0,) * 6))
 
 
+LOSS_CASES = {
+    "bce-disk": ("bce", LossSettings()),
+    "bce-gaussian": ("bce", LossSettings(target="gaussian")),
+    "landmark": ("landmark", LossSettings()),
+    "pose": ("pose", LossSettings()),
+    "pose-unrolled": ("pose", UNROLLED["lbfgs"]),
+    "reprojection": ("reprojection", LossSettings()),
+}
+
+
+@pytest.mark.parametrize("name, settings", LOSS_CASES.values(), ids=LOSS_CASES.keys())
+def test_a_landmark_the_subject_lacks_is_masked_out_of_every_loss(batch, name, settings):
+    """An absent landmark (NaN in 2D and 3D, never visible) counts as an invisible one: the same value and
+    gradients as that landmark masked with finite coordinates, never a NaN."""
+    masked = dict(batch, visible=batch["visible"].clone())
+    masked["visible"][:, 2] = False
+    absent = dict(masked, landmarks_2d=masked["landmarks_2d"].clone(), landmarks_3d=masked["landmarks_3d"].clone())
+    absent["landmarks_2d"][:, 2] = torch.nan
+    absent["landmarks_3d"][:, 2] = torch.nan
+    context = LossContext(CAMERA, 800.0, settings, BOUNDS)
+    moved = batch["landmarks_2d"] + torch.tensor([1.5, -1.0], dtype=torch.float64)
+    results = []
+    for rows in (masked, absent):
+        logits = peaked_logits(moved)
+        value, _ = losses.LOSSES[name](logits, rows, context)
+        value.backward()
+        results.append((value.detach(), logits.grad))
+    (value, gradient), (value_absent, gradient_absent) = results
+    assert torch.isfinite(value_absent) and torch.isfinite(gradient_absent).all()
+    assert value_absent.item() == pytest.approx(value.item(), rel=1e-9, abs=1e-12)
+    assert torch.allclose(gradient_absent, gradient, rtol=1e-6, atol=1e-9)
+    assert gradient_absent[:, 2].abs().sum() == 0  # nothing pulls on an absent landmark's heatmap
+
+
+@pytest.mark.parametrize("minimum, failures", [(7, 0), (8, 2)])
+@pytest.mark.parametrize("name", ["pose", "reprojection"])
+def test_a_registration_with_fewer_visible_landmarks_than_the_minimum_is_a_pose_failure(batch, name, minimum, failures):
+    seven = dict(batch, visible=batch["visible"].clone())
+    seven["visible"][:, 5] = False
+    context = LossContext(CAMERA, 800.0, min_landmarks=minimum)
+    logits = peaked_logits(batch["landmarks_2d"] + torch.tensor([1.0, 0.0], dtype=torch.float64))
+    value, parts = losses.LOSSES[name](logits, seven, context)
+    solved = losses.register_predicted(logits.detach(), seven, context).pose
+    assert int((~torch.isfinite(solved).all(-1)).sum()) == failures
+    assert parts.get("pose_failures", failures) == failures
+    assert torch.isfinite(value) and (value.item() == 0.0) == (failures == 2)  # nothing solved: no pose loss
+
+
+def test_a_minimum_below_four_landmarks_is_refused():
+    with pytest.raises(ValueError, match="min_landmarks must be an integer >= 4, got 3"):
+        LossContext(CAMERA, 800.0, min_landmarks=3)
+
+
 def test_weighted_sum_of_named_losses(batch):
     logits = peaked_logits(batch["landmarks_2d"] + torch.tensor([3.0, 4.0], dtype=torch.float64))
     context = LossContext(CAMERA, 800.0)

@@ -1,7 +1,17 @@
 import pytest
 
+from components.anatomy import DEEPFLUORO, PAPER, LandmarkSet, landmark_record
 from components.dataset import DatasetError
-from components.manifest import MANIFEST_NAME, claim_folder, config_hash, dataset_hash, read_manifest, write_manifest
+from components.manifest import (
+    MANIFEST_NAME,
+    check_landmarks,
+    claim_folder,
+    config_hash,
+    dataset_hash,
+    manifest_landmarks,
+    read_manifest,
+    write_manifest,
+)
 
 
 def test_config_hash_ignores_key_order():
@@ -43,3 +53,24 @@ def test_broken_manifest(tmp_path):
 def test_write_leaves_no_temporary(tmp_path):
     write_manifest(tmp_path, {"a": 1})
     assert [p.name for p in tmp_path.iterdir()] == [MANIFEST_NAME]
+
+
+@pytest.mark.parametrize("landmarks", [PAPER, DEEPFLUORO, LandmarkSet("mine", ("SPS", "IPS", "L_FH", "R_FH"))])
+def test_a_data_set_is_refused_by_a_study_of_another_landmark_set(tmp_path, landmarks):
+    write_manifest(tmp_path, {"status": "complete", "landmarks": landmark_record(landmarks)})
+    assert manifest_landmarks(read_manifest(tmp_path)).names == landmarks.names
+    check_landmarks(tmp_path, landmarks)
+    other = DEEPFLUORO if landmarks is PAPER else PAPER
+    with pytest.raises(DatasetError, match=f"{tmp_path}: a data set of the landmark set '{landmarks.name}'") as error:
+        check_landmarks(tmp_path, other)
+    assert f"the study asks for '{other.name}'" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_data_set_made_before_sets_were_recorded_holds_the_papers(tmp_path):
+    write_manifest(tmp_path, {"status": "complete"})
+    assert manifest_landmarks(read_manifest(tmp_path)) is PAPER
+    check_landmarks(tmp_path, PAPER)
+    with pytest.raises(DatasetError, match="landmark set 'paper'"):
+        check_landmarks(tmp_path, DEEPFLUORO)
+    with pytest.raises(DatasetError, match=r"no manifest\.json"):
+        check_landmarks(tmp_path / "elsewhere", PAPER)

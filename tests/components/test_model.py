@@ -1,14 +1,18 @@
 import pytest
 import torch
 
+from components.anatomy import DEEPFLUORO, PAPER, LandmarkSet
 from components.heatmaps import Decoding
 from components.model import UNetSettings, make_unet
 
+SETS = [PAPER, DEEPFLUORO, LandmarkSet("mine", ("SPS", "IPS", "L_FH", "R_FH", "L_ASIS"))]
 
+
+@pytest.mark.parametrize("landmarks", SETS, ids=lambda landmarks: landmarks.name)
 @pytest.mark.parametrize("depth", [3, 4])
-def test_one_channel_in_eight_out(depth):
-    model = make_unet(UNetSettings(encoder_depth=depth))
-    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 8, 64, 64)
+def test_one_channel_in_one_out_per_landmark(depth, landmarks):
+    model = make_unet(UNetSettings(encoder_depth=depth), landmarks)
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, len(landmarks), 64, 64)
 
 
 def test_local_encoder_weights_round_trip(tmp_path):
@@ -70,29 +74,35 @@ def test_full_encoder_weights_load_into_a_shallow_encoder(tmp_path):
     assert not hasattr(shallow.encoder.layer3, "weight") and isinstance(shallow.encoder.layer3, torch.nn.Identity)
 
 
-def test_checkpoint_round_trip_gives_the_same_predictions_and_decoding(tmp_path):
+@pytest.mark.parametrize("landmarks", SETS, ids=lambda landmarks: landmarks.name)
+def test_checkpoint_round_trip_gives_the_same_predictions_decoding_and_landmarks(tmp_path, landmarks):
     from components.model import load_checkpoint, load_trained_model, save_checkpoint
 
     torch.manual_seed(0)
     settings = UNetSettings(encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
-    model = make_unet(settings).eval()
-    save_checkpoint(tmp_path, model, settings, Decoding(temperature=0.35, input="probabilities"), epoch=4)
+    model = make_unet(settings, landmarks).eval()
+    decoding = Decoding(temperature=0.35, input="probabilities")
+    save_checkpoint(tmp_path, model, settings, decoding, landmarks, epoch=4)
     image = torch.rand(2, 1, 32, 32)
     trained = load_trained_model(tmp_path)
     assert torch.equal(trained.network(image), model(image))
     assert trained.settings == settings and trained.decoding == Decoding(0.35, "probabilities")
+    assert (trained.landmarks.name, trained.landmarks.names) == (landmarks.name, landmarks.names)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 4
     assert load_checkpoint(tmp_path)["decoding"] == {"temperature": 0.35, "input": "probabilities"}
 
 
-def test_a_checkpoint_written_before_the_soft_argmax_input_decodes_logits(tmp_path):
+def test_a_checkpoint_written_before_the_soft_argmax_input_and_the_landmarks_were_stored(tmp_path):
     from components.model import load_trained_model, save_checkpoint
 
     settings = UNetSettings(encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
-    save_checkpoint(tmp_path, make_unet(settings), settings, Decoding(0.5))
+    save_checkpoint(tmp_path, make_unet(settings), settings, Decoding(0.5), PAPER)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state.pop("landmarks")
     torch.save(state | {"decoding": {"temperature": 0.5}}, tmp_path / "checkpoint.pt")  # the old format
-    assert load_trained_model(tmp_path).decoding == Decoding(0.5, "logits")
+    trained = load_trained_model(tmp_path)
+    assert trained.decoding == Decoding(0.5, "logits")  # decodes logits
+    assert trained.landmarks is PAPER  # detects the paper's 8
 
 
 def test_bad_checkpoints(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import map_coordinates
 
-from components.anatomy import LANDMARK_NAMES, LEFT_RIGHT_PAIRS, MIDLINE
+from components.anatomy import DEEPFLUORO, LANDMARK_SETS, PAPER, LandmarkSet
 from components.phantom import (
     DEFORMATION_BUMPS,
     DRAWN_LIPSCHITZ,
@@ -12,6 +12,7 @@ from components.phantom import (
     MAX_GAS_POCKETS,
     METAL_HU,
     PARAM_RANGES,
+    PHANTOM_LANDMARKS,
     TABLE_RAIL_HU,
     PhantomParams,
     lipschitz_bound,
@@ -27,6 +28,7 @@ from components.subject import center_affine, world_to_voxel
 
 SEEDS = (0, 1, 2, 3)
 BONE_HU = 300.0
+CANCELLOUS_BONE_HU = 200.0  # the femoral head's centre is cancellous bone: 350 HU times the density (0.8 to 1.2)
 L_ASIS, L_IOF, L_MOF, SPS, IPS, R_MOF, R_IOF, R_ASIS = range(8)
 
 # Strong but valid: bumps at the right foramen, the left ASIS and the symphysis (bound about 0.37).
@@ -137,7 +139,7 @@ def test_landmarks_lie_on_bone_inside_the_volume(subjects, seed):
     subject = subjects[seed]
     indices = world_to_voxel(subject.affine, subject.landmarks)
     assert np.all(indices >= 0) and np.all(indices <= np.array(subject.hu.shape) - 1)
-    for name, landmark in zip(LANDMARK_NAMES, subject.landmarks):
+    for name, landmark in zip(PAPER.names, subject.landmarks):
         assert max_hu_near(subject, landmark) > BONE_HU, f"seed {seed}: {name} is not on bone"
 
 
@@ -146,18 +148,61 @@ def test_landmark_anatomy(subjects, seed):
     points = subjects[seed].landmarks
     x, z = points[:, 0], points[:, 2]
     midline = (x[L_ASIS] + x[R_ASIS]) / 2
-    for left, right in LEFT_RIGHT_PAIRS:
+    for left, right in PAPER.pair_slots:
         assert x[left] < -10 and x[right] > 10  # RAS+: the patient's left is -x
         # Mirror images up to the asymmetries and the deformation (a few mm).
         assert abs((x[left] - midline) + (x[right] - midline)) < 0.5 * abs(x[left] - midline)
         assert np.abs(points[left, 1:] - points[right, 1:]).max() < 20
-    assert np.all(np.abs(x[list(MIDLINE)] - midline) < 15)
+    assert np.all(np.abs(x[list(PAPER.midline)] - midline) < 15)
     for asis, iof, mof in ((L_ASIS, L_IOF, L_MOF), (R_ASIS, R_IOF, R_MOF)):
         assert z[asis] > z[mof] + 40 and z[asis] > z[iof] + 60
         assert z[iof] < z[mof] - 10  # the inferior point of the foramen is below its medial point
         assert abs(x[mof] - midline) < abs(x[iof] - midline) < abs(x[asis] - midline)
     assert z[SPS] > z[IPS] + 20
     assert 170 < x[R_ASIS] - x[L_ASIS] < 300  # inter-ASIS distance, small to large adults
+
+
+def test_the_phantom_places_every_landmark_of_every_registered_set():
+    for landmarks in LANDMARK_SETS.values():
+        assert set(landmarks.names) <= set(PHANTOM_LANDMARKS), landmarks.name
+        assert phantom_landmarks(PhantomParams(), landmarks).shape == (len(landmarks), 3)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_deepfluoros_landmarks_lie_on_bone_each_left_of_its_right_partner(subjects, seed):
+    subject = subjects[seed]  # the volume does not depend on the landmark set
+    points = phantom_landmarks(sample_phantom_params(seed), DEEPFLUORO)
+    for name, landmark in zip(DEEPFLUORO.names, points):
+        threshold = CANCELLOUS_BONE_HU if name.endswith("_FH") else BONE_HU
+        assert max_hu_near(subject, landmark, radius=3.0) > threshold, f"seed {seed}: {name} is not on bone"
+    for left, right in DEEPFLUORO.pair_slots:  # RAS+: the patient's left is -x
+        assert points[left, 0] < points[right, 0] - 4, f"seed {seed}: {DEEPFLUORO.names[left]}"
+    by_name = dict(zip(DEEPFLUORO.names, points))
+    for side in "LR":
+        assert by_name[f"{side}_SPS"][2] > by_name[f"{side}_IPS"][2] + 20  # top and bottom of the pubic body
+        assert by_name[f"{side}_GSN"][1] < by_name[f"{side}_FH"][1] - 15  # the notch lies behind the hip joint
+        assert abs(by_name[f"{side}_FH"][2] - by_name[f"{side}_MOF"][2]) < 60
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_landmark_has_the_same_place_in_every_set(seed):
+    params = sample_phantom_params(seed)
+    paper, deepfluoro = phantom_landmarks(params, PAPER), phantom_landmarks(params, DEEPFLUORO)
+    for slot, name in enumerate(PAPER.names):
+        if name in DEEPFLUORO.names:
+            assert np.array_equal(paper[slot], deepfluoro[DEEPFLUORO.index(name)]), name
+    mine = LandmarkSet("mine", ("R_FH", "SPS", "L_GSN", "R_ASIS"))
+    mine_points = phantom_landmarks(params, mine)
+    assert np.array_equal(mine_points[1], paper[PAPER.index("SPS")])
+    assert np.array_equal(mine_points[0], deepfluoro[DEEPFLUORO.index("R_FH")])
+
+
+def test_a_set_with_a_landmark_the_phantom_cannot_place_is_refused_naming_it():
+    mine = LandmarkSet("mine", ("L_ASIS", "R_ASIS", "L_PSIS", "COCCYX"))
+    with pytest.raises(ValueError, match=r"cannot place landmark\(s\) L_PSIS, COCCYX of the landmark set 'mine'"):
+        phantom_landmarks(PhantomParams(), mine)
+    with pytest.raises(ValueError, match=r"cannot place landmark\(s\) L_PSIS"):
+        make_phantom(PhantomParams(), voxel_size=8.0, landmarks=mine)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -213,7 +258,7 @@ def test_extreme_subjects_keep_landmarks_on_bone_in_a_capped_grid(sign):
     assert subject.hu.shape[0] <= 180 and subject.hu.shape[1] <= 135 and subject.hu.shape[2] <= 160
     indices = world_to_voxel(subject.affine, subject.landmarks)
     assert np.all(indices >= 0) and np.all(indices <= np.array(subject.hu.shape) - 1)
-    for name, landmark in zip(LANDMARK_NAMES, subject.landmarks):
+    for name, landmark in zip(PAPER.names, subject.landmarks):
         assert max_hu_near(subject, landmark) > BONE_HU, name
 
 
@@ -254,7 +299,7 @@ def test_the_deformation_moves_the_bone_and_its_landmarks_together():
     bent = make_phantom(params)
     moved = np.linalg.norm(bent.landmarks - plain.landmarks, axis=1)
     assert moved.max() > 8 and moved[[R_IOF, L_ASIS]].min() > 5
-    for name, landmark in zip(LANDMARK_NAMES, bent.landmarks):
+    for name, landmark in zip(PAPER.names, bent.landmarks):
         assert max_hu_near(bent, landmark) > BONE_HU, f"{name} is off the deformed bone"
     # The deformed bone is the plain bone carried by the map: read the plain volume at D^-1(y).
     bone = bent.hu > 600

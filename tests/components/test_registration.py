@@ -144,6 +144,52 @@ def test_bad_samples_are_flagged_without_harming_the_others(landmarks):
     assert (observed_grad.grad[1:5].nan_to_num(1.0) == 0).all()
 
 
+@pytest.mark.parametrize("minimum", [4, 6, 8])
+def test_fewer_usable_landmarks_than_the_minimum_is_a_pose_failure_not_an_error(landmarks, minimum):
+    points, observed, poses = scene(landmarks, seed=18, batch_size=5)
+    points[:, 5] = torch.nan  # a landmark no subject has (absent: NaN)
+    weights = torch.ones(5, 8, dtype=torch.float64)
+    for sample, usable in enumerate((7, 6, 5, 4, 7)):  # sample k keeps ``usable`` of its 7 present landmarks
+        weights[sample, [slot for slot in range(8) if slot != 5][usable:]] = 0.0
+    for solve in (
+        lambda: registration.solve(points, observed, CAMERA, weights=weights, min_landmarks=minimum),
+        lambda: registration.solve_unrolled(
+            points, observed, CAMERA, geometry.ap_pose(SID, 5), weights=weights, min_landmarks=minimum
+        ),
+    ):
+        result = solve()
+        solved = torch.isfinite(result.pose).all(-1)
+        assert solved.tolist() == [usable >= minimum for usable in (7, 6, 5, 4, 7)]
+        assert result.converged[~solved].logical_not().all()
+    exact = registration.solve(points, observed, CAMERA, weights=weights, min_landmarks=4)
+    assert metrics.rotation_error_deg(exact.pose, poses).max() < 1e-6  # the absent landmark never mattered
+
+
+def test_absent_landmarks_send_no_nan_into_the_unrolled_solvers_gradients(landmarks):
+    points, observed, _ = scene(landmarks, seed=19, batch_size=3, noise_px=1.0, max_degrees=10.0, max_mm=20.0)
+    points[:, 2] = torch.nan  # absent: NaN in 3D and 2D, weight 1 as a data set's visibility never gives it
+    observed[:, 2] = torch.nan
+    weights = torch.ones(3, 8, dtype=torch.float64)
+    weights[0, 3:] = 0.0  # sample 0: 2 usable landmarks, a pose failure
+    observed_grad = observed.clone().requires_grad_()
+    result = registration.solve_unrolled(points, observed_grad, CAMERA, geometry.ap_pose(SID, 3), weights=weights)
+    assert torch.isnan(result.pose[0]).all() and torch.isfinite(result.pose[1:]).all()
+    result.pose[1:].sum().backward()
+    assert torch.isfinite(observed_grad.grad).all() and (observed_grad.grad[:, 2] == 0).all()
+    assert observed_grad.grad[1:, [0, 1, 3]].abs().sum() > 0
+
+
+@pytest.mark.parametrize("minimum", [3, 0, 4.5, True])
+def test_a_minimum_below_four_landmarks_is_refused(landmarks, minimum):
+    points, observed, _ = scene(landmarks, seed=20, batch_size=1)
+    for solve in (
+        registration.solve,
+        lambda p, o, c, **k: registration.solve_unrolled(p, o, c, geometry.ap_pose(SID), **k),
+    ):
+        with pytest.raises(ValueError, match=f"min_landmarks must be an integer >= 4, got {minimum!r}"):
+            solve(points, observed, CAMERA, min_landmarks=minimum)
+
+
 def test_batched_equals_one_at_a_time(landmarks):
     points, observed, _ = scene(landmarks, seed=11, batch_size=6, noise_px=2.0)
     batched = registration.solve(points, observed, CAMERA).pose

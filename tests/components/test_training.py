@@ -136,6 +136,29 @@ def test_mean_position_rmse_by_hand():
     assert training.mean_position_rmse(train, val) == pytest.approx(math.sqrt(18))
 
 
+def test_mean_positions_leave_out_invisible_and_absent_landmarks():
+    train = make_rows(3)
+    train["landmarks_2d"][:, 0] = [[1.0, 1.0], [3.0, 5.0], [np.nan, np.nan]]  # absent in the third row
+    train["visible"][2, 0] = False
+    train["visible"][:, 1] = False  # never visible
+    means = training.mean_positions(train)
+    assert means[0].tolist() == [2.0, 3.0]
+    assert torch.isnan(means[1]).all()  # never guessed
+    assert torch.isfinite(means[2:]).all()
+
+
+def test_the_mtre_of_a_subject_lacking_landmarks_is_over_the_ones_it_has():
+    rows = make_rows(2, size=64)
+    rows["landmarks_3d"][:, 3] = np.nan
+    rows["visible"][:, 3] = False
+    truth = torch.tensor([[0.1, -0.05, 0.02, 5.0, 800.0, -3.0]] * 2, dtype=torch.float64)
+    rows["pose"] = truth.numpy()
+    off = truth + torch.tensor([0.0, 0.0, 0.0, 2.0, 0.0, 0.0], dtype=torch.float64)  # 2 mm off in x
+    points = torch.from_numpy(rows["landmarks_2d"])
+    result = training.validation_metrics(training.Predictions(points, points, off), rows)
+    assert result["mtre_mm"] == pytest.approx(2.0) and result["pose_failures"] == 0
+
+
 def test_predict_returns_both_estimates_and_a_pose():
     torch.manual_seed(0)
     camera = Camera(sdd=1020.0, height=32, width=32, delx=13.4, dely=13.4)

@@ -1,17 +1,19 @@
 import json
+import logging
 import math
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import DEEPFLUORO, PAPER, LandmarkSet
 from components.subject import center_affine, voxel_to_world
 from components.volumes import VolumeError, load_ct, load_landmarks, load_subject
 
 SHAPE = (20, 24, 16)
 CENTER_INDEX = (np.array(SHAPE) - 1) / 2
-SPS = LANDMARK_NAMES.index("SPS")
+LANDMARK_NAMES = PAPER.names
+SPS = PAPER.index("SPS")
 
 
 def ras_affine() -> np.ndarray:
@@ -262,6 +264,80 @@ def test_fcsv_without_header_lines_uses_slicers_columns_and_the_argument(tmp_pat
     np.testing.assert_allclose(subject.landmarks, expected_landmarks(affine), rtol=0, atol=1e-6)
 
 
+def ignored_labels(caplog) -> list[str]:
+    """The log's warnings about labels a landmark file holds outside the set."""
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "ignored" in r.getMessage()]
+
+
+def test_extra_names_are_ignored_with_one_warning_and_missing_ones_are_absent(tmp_path, caplog):
+    affine = ras_affine()
+    ct = write_ct(tmp_path / "pelvis.nii.gz", affine)
+    points = points_in("ras", affine)
+    labels = ["ASIS left", *LANDMARK_NAMES[1:3], "coccyx", *LANDMARK_NAMES[5:], "Coccyx tip", "coccyx"]
+    rows = np.vstack([points[:3], points[:1], points[5:], points[:2]])
+    landmarks = write_csv(tmp_path / "points.csv", labels, rows)  # no L_ASIS (mislabelled), SPS, IPS
+
+    with caplog.at_level(logging.WARNING, logger="components.volumes"):
+        subject = load_subject(ct, landmarks, plausibility="off")
+
+    warned = ignored_labels(caplog)
+    assert len(warned) == 1
+    message = warned[0]
+    assert str(landmarks) in message and "landmark set 'paper'" in message
+    assert "'ASIS left', 'coccyx', 'Coccyx tip'" in message and message.count("'coccyx'") == 1
+    absent = [PAPER.index(name) for name in ("L_ASIS", "SPS", "IPS")]
+    assert np.isnan(subject.landmarks[absent]).all()  # never guessed
+    present = [slot for slot in range(len(PAPER)) if slot not in absent]
+    np.testing.assert_allclose(subject.landmarks[present], expected_landmarks(affine)[present], rtol=0, atol=1e-6)
+    assert subject.present.tolist() == [slot in present for slot in range(len(PAPER))]
+
+
+def test_a_file_is_read_against_the_set_it_is_given(tmp_path, caplog):
+    affine = ras_affine()
+    ct = write_ct(tmp_path / "pelvis.nii.gz", affine)
+    landmarks = write_landmarks(tmp_path / "points.fcsv", "fcsv", points_in("lps", affine), "LPS")
+
+    with caplog.at_level(logging.WARNING, logger="components.volumes"):
+        subject = load_subject(ct, landmarks, landmarks=DEEPFLUORO, plausibility="off")
+
+    (message,) = ignored_labels(caplog)
+    assert message.endswith("ignored 2 label(s) not in the landmark set 'deepfluoro': 'sps', 'IPS'")
+
+    assert subject.landmarks.shape == (len(DEEPFLUORO), 3)
+    expected = expected_landmarks(affine)
+    for slot, name in enumerate(DEEPFLUORO.names):
+        if name in PAPER.names:
+            np.testing.assert_allclose(subject.landmarks[slot], expected[PAPER.index(name)], rtol=0, atol=1e-6)
+        else:
+            assert np.isnan(subject.landmarks[slot]).all(), name
+
+
+# (14, 3) voxel indices of DeepFluoro's landmarks, inside the grid.
+DEEPFLUORO_INDICES = np.random.default_rng(16).uniform(0.5, np.array(SHAPE) - 1.5, size=(len(DEEPFLUORO), 3))
+
+
+@pytest.mark.parametrize("landmarks", [PAPER, DEEPFLUORO, LandmarkSet("mine", ("IPS", "R_FH", "SPS", "L_FH"))])
+@pytest.mark.parametrize("fmt,frame,system,coordinates", [ROUND_TRIPS[0], ROUND_TRIPS[4], ROUND_TRIPS[8]])
+def test_every_set_round_trips_through_every_format(tmp_path, landmarks, fmt, frame, system, coordinates):
+    affine = ras_affine()
+    ct = write_ct(tmp_path / "pelvis.nii.gz", affine)
+    indices = DEEPFLUORO_INDICES[: len(landmarks)]
+    points = points_in(frame, affine, indices)[::-1]  # written in reverse order, in lower case
+    labels = [name.lower() for name in landmarks.names][::-1]
+    path = tmp_path / f"points.{fmt}"
+    if fmt == "csv":
+        write_csv(path, labels, points)
+    elif fmt == "fcsv":
+        write_fcsv(path, labels, points, system)
+    else:
+        write_mrk_json(path, markup(labels, points, system))
+
+    subject = load_subject(ct, path, coordinates=coordinates, landmarks=landmarks)
+
+    expected = voxel_to_world(center_affine(affine, SHAPE), indices)
+    np.testing.assert_allclose(subject.landmarks, expected, rtol=0, atol=1e-6)
+
+
 def test_a_4d_volume_with_a_trailing_singleton_is_squeezed(tmp_path):
     hu = np.zeros(SHAPE + (1,), dtype=np.int16)
     hu[..., 0] = -1000
@@ -374,21 +450,21 @@ ERROR_CASES = {
     "landmarks-missing": (missing_landmarks_file, "not found"),
     "landmarks-extension": (landmarks_case(name="points.txt"), r"unsupported extension.*\.mrk\.json.*\.fcsv.*\.csv"),
     "coordinates-argument": (landmarks_case(coordinates="xyz"), "coordinates='xyz', expected one of"),
-    "missing-names": (
-        spoil_csv(csv_text(LANDMARK_NAMES[:3] + LANDMARK_NAMES[5:])),
-        r"missing landmark\(s\) SPS, IPS; all of L_ASIS, .*R_ASIS are needed",
+    "no-landmark-of-the-set": (
+        spoil_csv(csv_text(("ASIS left", "Tip"))),
+        r"none of the landmarks of the set 'paper' \(L_ASIS, L_IOF, .*, R_ASIS, any case\) is in it",
     ),
     "duplicated-name": (
         spoil_csv(csv_text(LANDMARK_NAMES + ("l_asis",), np.vstack([POINTS, POINTS[:1]]))),
         r"duplicated landmark L_ASIS: 'L_ASIS' \(line 2\) and 'l_asis' \(line 10\)",
     ),
-    "unknown-name": (
-        spoil_csv(csv_text(("ASIS left",) + LANDMARK_NAMES[1:])),
-        r"unknown landmark name 'ASIS left' \(line 2\), expected one of L_ASIS, L_IOF.*name_map",
-    ),
     "name-map-target": (
         spoil_csv(csv_text(), name_map={"ASIS left": "LEFT_ASIS"}),
-        r"name_map maps 'ASIS left' to 'LEFT_ASIS', expected one of L_ASIS",
+        r"name_map maps 'ASIS left' to 'LEFT_ASIS', expected one of the landmark set 'paper': L_ASIS",
+    ),
+    "name-map-target-of-another-set": (
+        spoil_csv(csv_text(), name_map={"ASIS left": "L_FH"}),
+        r"name_map maps 'ASIS left' to 'L_FH', expected one of the landmark set 'paper'",
     ),
     "outside-lps-hint": (
         landmarks_case(frame="lps"),

@@ -2,9 +2,10 @@ import math
 
 import pytest
 
+from components.anatomy import DEEPFLUORO, PAPER
 from components.manifest import claim_folder, differing_keys
 from components.poses import PoseRanges
-from study.config import PRESETS_DIR, ConfigError, load_config
+from study.config import PRESETS_DIR, ConfigError, StudyConfig, load_config
 from study.tracking.params import run_params
 
 
@@ -184,6 +185,66 @@ def test_the_data_part_leaves_out_training():
     config = load_config("demo")
     assert set(config.data_part()) == {"name", "seed", "data"}
     assert load_config("demo", ["train.batch_size=2"]).data_part() == config.data_part()
+
+
+@pytest.mark.parametrize(
+    "overrides, names, minimum",
+    [
+        ([], PAPER.names, 4),
+        (["data.landmarks=deepfluoro"], DEEPFLUORO.names, 4),
+        (["data.landmarks={name: deepfluoro, min_for_registration: 6}"], DEEPFLUORO.names, 6),
+        (
+            ["data.landmarks={name: hips, names: [L_FH, R_FH, L_ASIS, R_ASIS, SPS], pairs: [[L_FH, R_FH]]}"],
+            ("L_FH", "R_FH", "L_ASIS", "R_ASIS", "SPS"),
+            4,
+        ),
+    ],
+)
+def test_the_landmark_set_is_configuration(overrides, names, minimum):
+    config = load_config("demo", overrides)
+    landmarks = config.data.landmarks.landmark_set()
+    assert landmarks.names == names and config.data.landmarks.min_for_registration == minimum
+    assert config.train.loss_context(config.data).min_landmarks == minimum
+    again = StudyConfig.model_validate_json(config.model_dump_json())  # as checkpoints and Ray workers read it
+    assert again.data.landmarks.landmark_set() == landmarks
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("pelvis12", r"data\.landmarks: .*unknown landmark set 'pelvis12'; registered: paper, deepfluoro"),
+        ("{name: paper, pairs: [[L_ASIS, R_ASIS]]}", "pairs belong to a set of one's own"),
+        ("{name: paper, names: [SPS, IPS, L_ASIS, R_ASIS]}", "'paper' is a registered landmark set; give your own"),
+        ("{name: mine, names: [SPS, SPS, L_ASIS, R_ASIS]}", r"landmark set 'mine': names repeat \['SPS'\]"),
+        ("{name: mine, names: [SPS, IPS, L_FH, R_FH], pairs: [[L_FH, L_ASIS]]}", r"pairs name \['L_ASIS'\]"),
+        ("{name: deepfluoro, min_for_registration: 15}", "min_for_registration 15 is more than the set's 14"),
+        (
+            "{name: paper, min_for_registration: 3}",
+            r"data\.landmarks\.min_for_registration: .*greater than or equal to 4",
+        ),
+        ("{name: mine, names: [SPS, IPS, L_FH, L_PSIS]}", "the phantom cannot place L_PSIS"),
+        ("{name: paper, colour: red}", r"data\.landmarks\.colour: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_landmark_set_names_the_field(value, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config("demo", [f"data.landmarks={value}"])
+    assert "data" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_folder_cohort_may_name_landmarks_the_phantom_cannot_place(tmp_path):
+    own = "{name: mine, names: [SPS, IPS, L_FH, L_PSIS]}"
+    cohort = f"data.cohort={{kind: folder, path: {tmp_path}, subjects: {{train: 1, val: 0, novel_subject: 0}}}}"
+    config = load_config("demo", [cohort, f"data.landmarks={own}"])
+    assert config.data.landmarks.landmark_set().names == ("SPS", "IPS", "L_FH", "L_PSIS")
+
+
+def test_the_data_part_holds_the_landmark_set_but_not_the_registrations_minimum():
+    config = load_config("demo", ["data.landmarks=deepfluoro"])
+    assert config.data_part()["data"]["landmarks"] == {"name": "deepfluoro", "names": None, "pairs": []}
+    stricter = load_config("demo", ["data.landmarks={name: deepfluoro, min_for_registration: 8}"])
+    assert stricter.data_part() == config.data_part()  # the same rows: it changes the measures only
+    assert load_config("demo").data_part() != config.data_part()
 
 
 def test_the_paper_preset_is_the_paper():

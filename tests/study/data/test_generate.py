@@ -163,17 +163,19 @@ def test_killed_run_resumes_to_the_same_data_set(tiny_config_path, tmp_path, ray
 
 
 def write_real_cohort(folder: Path, seed: int, landmark_names=None):
-    """A folder cohort made of a phantom saved as a NIfTI CT plus a CSV of its landmarks (world RAS)."""
+    """A folder cohort made of a phantom saved as a NIfTI CT plus a CSV of its landmarks (world RAS), labelled
+    ``landmark_names`` (default: the paper's; a name None leaves that landmark out of the file)."""
     import nibabel as nib
 
-    from components.anatomy import LANDMARK_NAMES
+    from components.anatomy import PAPER
     from components.phantom import phantom_subject
 
     subject = phantom_subject(seed, voxel_size=4.0)
     folder.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(subject.hu, subject.affine), folder / f"ct{seed}.nii.gz")
-    names = landmark_names or LANDMARK_NAMES
-    lines = ["name,x,y,z"] + [f"{n},{x},{y},{z}" for n, (x, y, z) in zip(names, subject.landmarks)]
+    names = landmark_names or PAPER.names
+    points = [(n, point) for n, point in zip(names, subject.landmarks) if n is not None]
+    lines = ["name,x,y,z"] + [f"{n},{x},{y},{z}" for n, (x, y, z) in points]
     (folder / f"ct{seed}.csv").write_text("\n".join(lines) + "\n")
     return subject
 
@@ -184,33 +186,47 @@ def folder_config(cohort: Path, subjects: str, plausibility: str = "warn"):
 
 
 def test_a_real_ct_folder_goes_through_the_same_path(tiny_config_path, tmp_path, ray_session):
-    subjects = {seed: write_real_cohort(tmp_path / "cohort", seed) for seed in (1, 2)}
+    """Subject 2's file lacks SPS and IPS and holds a name of no set: they are absent in every row (NaN,
+    never visible), the extra name is ignored, and subject 1 is as its file says."""
+    from components.anatomy import PAPER
+
+    lacking = tuple(None if name in ("SPS", "IPS") else name for name in PAPER.names)
+    subjects = {1: write_real_cohort(tmp_path / "cohort", 1)}
+    subjects[2] = write_real_cohort(tmp_path / "cohort", 2, landmark_names=lacking)
+    with open(tmp_path / "cohort" / "ct2.csv", "a") as stream:
+        stream.write("sacral promontory,0,-60,60\n")
     overrides = folder_config(tmp_path / "cohort", "{train: 1, val: 0, novel_subject: 1}")
     manifest = generate(load_config(str(tiny_config_path), overrides), tmp_path / "data")
     assert manifest["rows"] == {"train": 4, "val": 0, "novel_view": 2, "novel_subject": 3, "fluoro": 5}
+    assert manifest["landmarks"]["names"] == list(PAPER.names)
+    absent = [PAPER.index("SPS"), PAPER.index("IPS")]
     for split in ("train", "novel_subject"):
         rows = read_split(tmp_path / "data", split)
         seed = int(rows.subject_id[0].removeprefix("ct"))
-        assert np.allclose(rows.landmarks_3d[0], subjects[seed].landmarks, atol=1e-3)
+        expected = subjects[seed].landmarks.copy()
+        if seed == 2:
+            expected[absent] = np.nan
+            assert np.isnan(rows.landmarks_2d[:, absent]).all() and not rows.visible[:, absent].any()
+        assert np.allclose(rows.landmarks_3d[0], expected, atol=1e-3, equal_nan=True)
         assert rows.image.std() > 0
 
 
 @pytest.mark.parametrize(
     "problem, plausibility, message",
     [
-        ("unknown name", "warn", "unknown landmark name 'ASIS_left'"),
+        ("duplicated name", "warn", "duplicated landmark L_ASIS"),
         ("sides swapped", "error", "3 implausible finding(s): L_ASIS, R_ASIS: "),
     ],
 )
 def test_a_bad_real_subject_fails_with_one_line_naming_it(
     tiny_config_path, tmp_path, ray_session, capsys, problem, plausibility, message
 ):
-    from components.anatomy import LANDMARK_NAMES, PAPER
+    from components.anatomy import PAPER
 
-    if problem == "unknown name":
-        names = ("ASIS_left",) + LANDMARK_NAMES[1:]
+    if problem == "duplicated name":
+        names = ("L_ASIS", "l_asis", *PAPER.names[2:])
     else:
-        names = tuple(LANDMARK_NAMES[PAPER.mirror_index(slot)] for slot in range(len(LANDMARK_NAMES)))
+        names = tuple(PAPER.names[PAPER.mirror_index(slot)] for slot in range(len(PAPER)))
     write_real_cohort(tmp_path / "cohort", 1, landmark_names=names)
     overrides = folder_config(tmp_path / "cohort", "{train: 1, val: 0, novel_subject: 0}", plausibility)
     arguments = ["generate", "--config", str(tiny_config_path), "--out", str(tmp_path / "data")]

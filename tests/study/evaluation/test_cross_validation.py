@@ -10,7 +10,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from components import statistics
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import PAPER
 from components.model import make_unet, save_checkpoint
 from study.cli import main
 from study.config import StudyConfig
@@ -101,7 +101,7 @@ def test_a_folds_trivial_predictor_knows_only_its_training_rows(config, tmp_path
         others = ~np.isin(train.subject_id, fold.held_out)
         mean = train.landmarks_2d[others].mean(0)  # (8, 2): every landmark is visible
         predicted = np.array(
-            [[r[f"predicted_{axis}_{name}"] for name in LANDMARK_NAMES for axis in "uv"] for r in records]
+            [[r[f"predicted_{axis}_{name}"] for name in PAPER.names for axis in "uv"] for r in records]
         )
         assert np.allclose(predicted, mean.reshape(-1), atol=1e-4)
         val = split_rows(data, "val").landmarks_2d
@@ -120,7 +120,7 @@ def fold_records(subject: str, scale: float, seed: int) -> list[dict]:
         for view in range(5):
             errors = scale * np.abs(rng.normal(size=8)) * (np.arange(8) + 1) / 4
             record = {"split": split, "subject_id": subject, "view_id": float(view), "method": "argmax"}
-            record |= {f"error_px_{name}": float(e) for name, e in zip(LANDMARK_NAMES, errors)}
+            record |= {f"error_px_{name}": float(e) for name, e in zip(PAPER.names, errors)}
             record |= {"rotation_deg": 1.0, "translation_mm": 2.0, "mtre_mm": 3.0 + view}
             out.append(record)
     return out
@@ -143,7 +143,7 @@ def fold_outcomes(config, div_folds: dict | None = None) -> tuple[list[Outcome],
 
 def errors_of(records: list[dict], split: str) -> np.ndarray:
     chosen = [r for r in records if r["split"] == split]
-    return np.array([[r[f"error_px_{name}"] for name in LANDMARK_NAMES] for r in chosen])
+    return np.array([[r[f"error_px_{name}"] for name in PAPER.names] for r in chosen])
 
 
 def subjects_of(records: list[dict], split: str) -> np.ndarray:
@@ -205,7 +205,7 @@ def test_the_per_fold_table_and_the_spread_of_the_fold_means(config):
     text = folds_markdown(per_fold, SPLITS, ["baseline", "finetune"], [0, 1])
     assert len([line for line in text.splitlines() if line.startswith("| fluoro | finetune |")]) == 4
     assert "| novel_view | trivial | 4 | phantom-00003 |" in text
-    table = markdown(rows, [], [0, 1], "last", folds=4)
+    table = markdown(rows, [], [0, 1], "last", PAPER, folds=4)
     assert table.splitlines()[0].endswith("| success | folds |")
     assert f"| {min(means):.2f} / {np.median(means):.2f} / {max(means):.2f} |" in table
     assert "Leave-one-subject-out cross-validation, 4 folds" in table
@@ -228,7 +228,7 @@ def test_a_div_fold_leaves_its_subject_out_of_its_seeds_pool(config):
         8,
         1,
     )
-    table = markdown(rows, notes, [0, 1], "last", folds=4)
+    table = markdown(rows, notes, [0, 1], "last", PAPER, folds=4)
     assert "(1 of 8 DIV)" in table
     fold_2 = next(r for r in per_fold if (r["fold"], r["split"], r["strategy"]) == (2, "novel_view", "baseline"))
     assert (fold_2["seeds"], fold_2["diverged"]) == (2, 1)  # its mean: seed 0 alone
@@ -262,11 +262,13 @@ def test_the_plots_of_a_cross_validation_draw_a_folds_model_on_its_subject(confi
     views = {"train": dict.fromkeys(SUBJECTS, 2), "novel_view": dict.fromkeys(SUBJECTS, 3), "val": {"phantom-00004": 2}}
     data = write_dataset(tmp_path / "data", config, views)
     settings = config.train.model
-    checkpoint = save_checkpoint(tmp_path / "model", make_unet(settings), settings, config.train.loss.decoding())
+    checkpoint = save_checkpoint(
+        tmp_path / "model", make_unet(settings, PAPER), settings, config.train.loss.decoding(), PAPER
+    )
     outcomes, _ = fold_outcomes(config)
     pooled = pooled_outcomes(outcomes)
     rows = table_1(pooled, None, config, SPLITS)
-    summaries = landmark_summaries(rows)
+    summaries = landmark_summaries(rows, PAPER)
     assert summaries["finetune"]["fluoro"]["argmax"]["rmse_px_R_ASIS"] == next(
         r["L8"] for r in rows if (r["split"], r["strategy"]) == ("fluoro", "finetune")
     )

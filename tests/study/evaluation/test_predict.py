@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import PAPER
 from components.dataset import read_split
 from study.cli import main
 from study.training.driver import train
@@ -22,7 +22,7 @@ def trained(train_study):
 
 
 def landmarks(result, method="argmax"):
-    return np.array([result[f"landmarks_{method}"][name] for name in LANDMARK_NAMES])
+    return np.array([result[f"landmarks_{method}"][name] for name in PAPER.names])
 
 
 def test_predict_a_preview_png_and_a_larger_dicom_with_the_pose(trained, tmp_path, monkeypatch):
@@ -52,7 +52,7 @@ def test_predict_a_preview_png_and_a_larger_dicom_with_the_pose(trained, tmp_pat
     with open(tmp_path / "landmarks.csv", "w") as stream:
         stream.write(
             "name,x,y,z\n"
-            + "".join(f"{n},{x},{y},{z}\n" for n, (x, y, z) in zip(LANDMARK_NAMES, rows.landmarks_3d[index]))
+            + "".join(f"{n},{x},{y},{z}\n" for n, (x, y, z) in zip(PAPER.names, rows.landmarks_3d[index]))
         )
 
     code = main(

@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from components import statistics
-from components.anatomy import LANDMARK_NAMES
-from study.evaluation.table import COLUMNS, TRIVIAL
+from components.anatomy import PAPER
+from study.evaluation.table import TRIVIAL, columns
 from tests.helpers import REPRODUCED_STRATEGIES as STRATEGIES
 
 pytestmark = pytest.mark.slow  # trains models or starts Ray
@@ -26,7 +26,7 @@ def read_records(path, split):
 
 
 def errors_of(records):
-    return np.array([[float(r[f"error_px_{name}"]) for name in LANDMARK_NAMES] for r in records])
+    return np.array([[float(r[f"error_px_{name}"]) for name in PAPER.names] for r in records])
 
 
 def test_table_has_a_row_per_split_and_strategy_and_the_trivial_predictor(reproduction):
@@ -36,9 +36,9 @@ def test_table_has_a_row_per_split_and_strategy_and_the_trivial_predictor(reprod
     ]
     with open(out / "table1.csv") as stream:
         header = next(csv.reader(stream))
-    assert {"split", "strategy", "seeds", "diverged", "mean_low", "mean_high", *COLUMNS} <= set(header)
+    assert {"split", "strategy", "seeds", "diverged", "mean_low", "mean_high", *columns(PAPER)} <= set(header)
     table = (out / "table1.md").read_text()
-    assert table.splitlines()[0] == "| " + " | ".join(["split", "strategy", *COLUMNS]) + " |"
+    assert table.splitlines()[0] == "| " + " | ".join(["split", "strategy", *columns(PAPER)]) + " |"
     assert len([line for line in table.splitlines() if line.startswith("| novel_")]) == 2 * (len(STRATEGIES) + 1)
     assert len([line for line in table.splitlines() if line.startswith("| fluoro |")]) == len(STRATEGIES) + 1
     trivial = {r["split"]: r for r in rows if r["strategy"] == TRIVIAL}
@@ -149,7 +149,7 @@ def test_everything_sits_under_one_parent_run(reproduction):
     assert parent.data.params["strategies"] == ",".join(STRATEGIES) and parent.data.params["seeds"] == "3"
     finetune = next(c for c in children if c.data.tags["study.strategy"] == "finetune")
     assert "novel_subject_rmse_px" in finetune.data.metrics and "novel_view_soft_rmse_px" in finetune.data.metrics
-    per_landmark = [key for key in finetune.data.metrics if key.endswith(tuple(LANDMARK_NAMES))]
+    per_landmark = [key for key in finetune.data.metrics if key.endswith(PAPER.names)]
     assert per_landmark == []  # in the artifacts, not as metrics
     # test metrics are logged against the split's dataset and the run's logged model (the Models tab ranks them)
     model = client.get_logged_model(finetune.data.tags["study.model_id"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import yaml
 
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import PAPER
 from study.config import StudyConfig
 from study.evaluation.comparisons import compare_strategies
 from study.evaluation.sim_to_real import CLEAN, models, sim_to_real, sim_to_real_markdown
@@ -32,7 +32,7 @@ def records(scale: float, fluoro_factor: float, seed: int) -> list[dict]:
             errors = scale * np.abs(rng.normal(size=8)) * (1 + subject / 4)
             for name, factor in ((split, 1.0), ("fluoro", fluoro_factor)):
                 record = {"split": name, "subject_id": f"s{subject}", "view_id": float(view), "method": "argmax"}
-                record |= {f"error_px_{landmark}": float(factor * e) for landmark, e in zip(LANDMARK_NAMES, errors)}
+                record |= {f"error_px_{landmark}": float(factor * e) for landmark, e in zip(PAPER.names, errors)}
                 out.append(record | {"rotation_deg": 1.0, "translation_mm": 2.0, "mtre_mm": 3.0})
     return out
 

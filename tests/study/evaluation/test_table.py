@@ -6,68 +6,78 @@ import numpy as np
 import pytest
 import yaml
 
-from components.anatomy import LANDMARK_NAMES
+from components.anatomy import DEEPFLUORO, PAPER
 from study.config import StudyConfig
 from study.evaluation import paper
 from study.evaluation.comparisons import claims, compare_strategies, comparison_markdown, default_pairs
 from study.evaluation.reproduce import why_div
-from study.evaluation.table import DIVERGED, TRIVIAL, Outcome, footnotes, markdown, table_1
+from study.evaluation.table import DIVERGED, TRIVIAL, Outcome, columns, footnotes, markdown, table_1
 from study.training.run_folder import TrainResult
 from tests.helpers import TRAIN_CONFIG
 
 SUBJECTS, VIEWS = 8, 5
 
 
-@pytest.fixture(scope="module")
-def config() -> StudyConfig:
+def config_of(landmarks: str) -> StudyConfig:
     raw = yaml.safe_load(TRAIN_CONFIG)
     raw["report"] = {"bootstrap_resamples": 200}
+    raw["data"]["landmarks"] = landmarks
     return StudyConfig.model_validate(raw)
 
 
-def records(scale: float, seed: int, factor_of_subject=None) -> list[dict]:
+@pytest.fixture(scope="module")
+def config() -> StudyConfig:
+    return config_of("paper")
+
+
+def records(scale: float, seed: int, factor_of_subject=None, landmarks=PAPER) -> list[dict]:
     """Argmax records of both test splits: errors ~ scale * |N(0, 1)| (times a per-subject factor), landmark k
     scaled by (k + 1) / 4 so that the landmarks differ; novel views 1.5x harder than novel subjects."""
     rng = np.random.default_rng(seed)
+    count = len(landmarks)
     out = []
     for split, base in (("novel_view", 1.5), ("novel_subject", 1.0)):
         for subject in range(SUBJECTS):
             factor = factor_of_subject(subject) if factor_of_subject else 1.0
             for view in range(VIEWS):
-                errors = factor * base * scale * np.abs(rng.normal(size=8)) * (np.arange(8) + 1) / 4
+                errors = factor * base * scale * np.abs(rng.normal(size=count)) * (np.arange(count) + 1) / 4
                 record = {"split": split, "subject_id": f"s{subject}", "view_id": float(view), "method": "argmax"}
-                record |= {f"error_px_{name}": float(e) for name, e in zip(LANDMARK_NAMES, errors)}
+                record |= {f"error_px_{name}": float(e) for name, e in zip(landmarks.names, errors)}
                 record |= {"rotation_deg": 1.0, "translation_mm": 2.0, "mtre_mm": 3.0}
                 out.append(record)
     return out
 
 
-def study(finetune_scale: float, pose_only_div: bool = True) -> list[Outcome]:
+def study(finetune_scale: float, pose_only_div: bool = True, landmarks=PAPER) -> list[Outcome]:
     """Three seeds of baseline, composite (2.2x), pose_only and finetune (``finetune_scale`` x baseline)."""
     outcomes = []
     for seed in range(3):
-        outcomes.append(Outcome("baseline", seed, records(1.0, seed)))
-        outcomes.append(Outcome("composite", seed, records(2.2, seed)))
-        outcomes.append(
-            Outcome("pose_only", seed, records(9.0, 100 + seed), "did not learn" if pose_only_div else None)
-        )
-        outcomes.append(Outcome("finetune", seed, records(finetune_scale, seed)))
+        outcomes.append(Outcome("baseline", seed, records(1.0, seed, landmarks=landmarks)))
+        outcomes.append(Outcome("composite", seed, records(2.2, seed, landmarks=landmarks)))
+        div = "did not learn" if pose_only_div else None
+        outcomes.append(Outcome("pose_only", seed, records(9.0, 100 + seed, landmarks=landmarks), div))
+        outcomes.append(Outcome("finetune", seed, records(finetune_scale, seed, landmarks=landmarks)))
     return outcomes
 
 
-def test_the_papers_mean_is_the_mean_of_its_per_landmark_rmses(config):
-    one = [Outcome("baseline", 0, records(1.0, 0))]
-    row = table_1(one, records(3.0, 9), config, splits=("novel_view",))[0]
-    landmarks = [row[f"L{i + 1}"] for i in range(8)]
+@pytest.mark.parametrize("landmarks", [PAPER, DEEPFLUORO], ids=lambda landmarks: landmarks.name)
+def test_the_papers_mean_is_the_mean_of_its_per_landmark_rmses(landmarks):
+    config = config_of(landmarks.name)
+    one = [Outcome("baseline", 0, records(1.0, 0, landmarks=landmarks))]
+    row = table_1(one, records(3.0, 9, landmarks=landmarks), config, splits=("novel_view",))[0]
+    assert f"L{len(landmarks) + 1}" not in row
+    landmarks = [row[f"L{i + 1}"] for i in range(len(landmarks))]
     assert row["mean"] == pytest.approx(np.mean(landmarks), rel=1e-12)
     assert row["pooled"] == pytest.approx(np.sqrt(np.mean(np.square(landmarks))), rel=1e-12)  # equal counts
     assert row["pooled"] > row["mean"] * 1.05  # the landmarks differ, so the two definitions do
     assert row["mean_low"] < row["mean"] < row["mean_high"]
 
 
-def test_cells_are_the_mean_and_sd_over_seeds_and_div_seeds_leave_the_row(config):
-    outcomes = study(0.9)
-    rows = {(r["split"], r["strategy"]): r for r in table_1(outcomes, records(3.0, 9), config)}
+@pytest.mark.parametrize("landmarks", [PAPER, DEEPFLUORO], ids=lambda landmarks: landmarks.name)
+def test_cells_are_the_mean_and_sd_over_seeds_and_div_seeds_leave_the_row(landmarks):
+    config = config_of(landmarks.name)
+    outcomes = study(0.9, landmarks=landmarks)
+    rows = {(r["split"], r["strategy"]): r for r in table_1(outcomes, records(3.0, 9, landmarks=landmarks), config)}
     per_seed = [table_1([o], None, config)[0]["mean"] for o in outcomes if o.strategy == "baseline"]
     baseline = rows[("novel_view", "baseline")]
     assert baseline["mean"] == pytest.approx(np.mean(per_seed)) and baseline["mean_sd"] == pytest.approx(
@@ -75,9 +85,15 @@ def test_cells_are_the_mean_and_sd_over_seeds_and_div_seeds_leave_the_row(config
     )
     assert rows[("novel_view", "pose_only")]["diverged"] == 3 and math.isnan(rows[("novel_view", "pose_only")]["mean"])
     assert rows[("novel_subject", TRIVIAL)]["seeds"] == 1
-    text = markdown(list(rows.values()), footnotes(outcomes, config), [0, 1, 2], "last")
+    text = markdown(list(rows.values()), footnotes(outcomes, config), [0, 1, 2], "last", landmarks)
+    assert text.splitlines()[0] == "| " + " | ".join(["split", "strategy", *columns(landmarks)]) + " |"
+    assert f"| L{len(landmarks)} | pooled |" in text.splitlines()[0]
+    legend = ", ".join(f"L{i + 1} {name}" for i, name in enumerate(landmarks.names))
+    assert (
+        f"the mean of the {len(landmarks)} per-landmark RMSEs of the landmark set '{landmarks.name}' ({legend})" in text
+    )
     pose_only_line = next(line for line in text.splitlines() if "| pose_only |" in line)
-    assert pose_only_line.count(DIVERGED) == 15  # every column
+    assert pose_only_line.count(DIVERGED) == len(landmarks) + 7  # every column
     assert "[1] pose_only seed 0: DIV, did not learn; its mean RMSE: novel_view" in text
     assert "| novel_view | trivial |" in text
 
@@ -170,3 +186,16 @@ def test_comparison_report_sets_the_papers_table_beside_ours(config):
     assert text.count("| | | ours |") == 8
     assert "**holds**" in text and "## Comparisons" in text
     assert paper.TABLE_1["novel_view"]["finetune"][0] == 10.27
+    assert "| split | strategy | source | mean | ÷ baseline | L1 |" in text and "| L8 |" in text
+
+
+def test_a_study_of_another_set_compares_the_means_with_the_papers_not_the_landmarks():
+    config = config_of("deepfluoro")
+    outcomes = study(0.8, landmarks=DEEPFLUORO)
+    rows = table_1(outcomes, records(3.0, 9, landmarks=DEEPFLUORO), config)
+    comparisons = compare_strategies(outcomes, config)
+    text = comparison_markdown(rows, comparisons, claims(outcomes, comparisons, config), config)
+    assert "| split | strategy | source | mean | ÷ baseline |\n|---|---|---|---|---|\n" in text
+    assert "| novel_view | baseline | paper | 8.58 | 1.00 |\n" in text
+    assert "landmark set 'deepfluoro' is not the paper's 8: the means are compared" in text
+    assert verdicts(outcomes, config)["fine-tune beats the baseline on novel_subject"] == "holds"
