@@ -19,8 +19,10 @@ Slicer markups file of its landmarks (LPS, in the scanner's frame), and then:
   two demo phantoms.
 
 Memory: each load and each renderer runs in a fresh process of its own, and its peak is that process's
-``ru_maxrss`` (the kernel's high-water mark of its resident set, from ``os.wait4``), so peaks do not mix;
-a process that only imports the same modules gives the baseline all of them pay. A ``study`` command
+``VmHWM`` (the kernel's high-water mark of its resident set, read from ``/proc/self/status`` as it ends;
+``ru_maxrss`` would not do: Linux carries it over fork and exec, so every child would report at least the
+parent's resident set), so peaks do not mix; a process that only imports the same modules gives the baseline
+all of them pay. A ``study`` command
 starts Ray, whose workers are other processes: its peak is the largest sum of the proportional set
 size (PSS: shared pages split between their users) over the command's process tree, sampled every
 ``SAMPLE_S`` seconds.
@@ -32,8 +34,8 @@ commands' peak at most ``PEAK_GOAL_GIB``, and an epoch at most 1.25x the demo's 
 images, whatever the CT).
 
 Run: ``python benchmarks/clinical_ct.py [--quick] [--out PATH]``; writes ``benchmarks/results/clinical_ct.json``
-(``--quick``: a 128 x 128 x 80 CT, 64 px, 2 views and no training commands, under a minute on an idle machine;
-it checks the benchmark, not the machine, and writes only with ``--out``).
+(``--quick``: a 128 x 128 x 80 CT, 64 px, 2 views, no training commands and two measuring processes at a time,
+about a minute on an idle 2-core machine; it checks the benchmark, not the machine, and writes only with ``--out``).
 """
 
 import argparse
@@ -47,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +66,25 @@ SAMPLE_S = 0.25
 PEAK_GOAL_GIB = 6.0
 THREADS = 1  # per renderer process, as each generation actor renders
 SIZES = {
-    "full": {"shape": (512, 512, 320), "voxel_mm": 0.8, "image_px": 256, "views": 6, "train_px": 64, "epochs": 2},
-    "quick": {"shape": (128, 128, 80), "voxel_mm": 3.2, "image_px": 64, "views": 2, "train_px": None, "epochs": 0},
+    # processes: measuring processes at a time (one, so that timings do not overlap; two for the quick check)
+    "full": {
+        "shape": (512, 512, 320),
+        "voxel_mm": 0.8,
+        "image_px": 256,
+        "views": 6,
+        "train_px": 64,
+        "epochs": 2,
+        "processes": 1,
+    },
+    "quick": {
+        "shape": (128, 128, 80),
+        "voxel_mm": 3.2,
+        "image_px": 64,
+        "views": 2,
+        "train_px": None,
+        "epochs": 0,
+        "processes": 2,
+    },
 }
 TRAIN_VIEWS = {"train": 16, "novel_view": 0, "val": 8, "novel_subject": 0}
 PATCHED = {"siddon_patch_64": ("siddon", 64)}  # label: (renderer, data.renderer.patch_size)
@@ -141,7 +161,7 @@ def child(task: dict) -> dict:
     config = load_config("demo", overrides)
     result = {}
     if task["ct"] is None:
-        return result
+        return result | {"peak_mib": peak_resident_mib()}
     started = time.perf_counter()
     if task["ct"] == "demo":
         subject = phantom_cohort(1, config.seed, config.data.cohort.voxel_size_mm)[0].load()
@@ -150,7 +170,7 @@ def child(task: dict) -> dict:
     result["load_s"] = time.perf_counter() - started
     result["shape"] = list(subject.hu.shape)
     if task["views"] == 0:
-        return result
+        return result | {"peak_mib": peak_resident_mib()}
     render = config.data.renderer
     started = time.perf_counter()
     renderer = SubjectRenderer(
@@ -172,20 +192,25 @@ def child(task: dict) -> dict:
     result["samples_per_ray"] = render.n_points or default_n_points(subject)
     result["voxel_planes"] = int(sum(subject.hu.shape))
     result["image_max"] = float(image.max())
-    return result
+    return result | {"peak_mib": peak_resident_mib()}
+
+
+def peak_resident_mib() -> float:
+    """This process's peak resident set since it started (``VmHWM``), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/self/status has no VmHWM: the benchmark measures memory on Linux only")
 
 
 def measured(task: dict) -> dict:
-    """``child(task)`` in a fresh Python process, with that process's peak resident set (MiB)."""
+    """``child(task)`` in a fresh Python process, with that process's peak resident set (``peak_mib``)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(task)]
     environment = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(THREADS)}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-    output, errors = process.stdout.read(), process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{task} failed:\n{output[-2000:]}\n{errors[-4000:]}")
-    return json.loads(output.strip().splitlines()[-1]) | {"peak_mib": usage.ru_maxrss / 1024}
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{task} failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------- the commands
@@ -286,23 +311,29 @@ def main() -> None:
 
 
 def measure(size: dict, scratch: Path) -> dict:
+    """Every measure of one run: the CT, its loads, each renderer against the demo phantom, the training commands."""
     from components.drr import RENDERERS
 
     cohort = scratch / "cohort"
     results = {"ct": make_cohort(cohort, size), "image_px": size["image_px"], "views": size["views"]}
     base = {"image_px": size["image_px"], "renderer": "trilinear", "patch_size": None, "views": 0}
-    results["imports_only_peak_mib"] = measured(base | {"ct": None})["peak_mib"]
-    landmarks = str(cohort / "clinical.mrk.json")
-    results["load"] = {
-        "dicom": measured(base | {"ct": str(cohort / "clinical"), "landmarks": landmarks}),
-        "nifti": measured(base | {"ct": str(cohort / "clinical-nifti.nii"), "landmarks": landmarks}),
+    dicom = {"ct": str(cohort / "clinical"), "landmarks": str(cohort / "clinical.mrk.json")}
+    tasks = {
+        "imports": base | {"ct": None},
+        "dicom": base | dicom,
+        "nifti": base | dicom | {"ct": str(cohort / "clinical-nifti.nii")},
     }
-    results["renderers"] = {}
     variants = {name: (name, None) for name in RENDERERS} | PATCHED
     for label, (renderer, patch_size) in variants.items():
         task = base | {"renderer": renderer, "patch_size": patch_size, "views": size["views"]}
-        clinical = measured(task | {"ct": str(cohort / "clinical"), "landmarks": landmarks})
-        demo = measured(task | {"ct": "demo"})
+        tasks |= {(label, "clinical"): task | dicom, (label, "demo"): task | {"ct": "demo"}}
+    with ThreadPoolExecutor(size["processes"]) as pool:
+        done = dict(zip(tasks, pool.map(measured, tasks.values())))
+    results["imports_only_peak_mib"] = done["imports"]["peak_mib"]
+    results["load"] = {"dicom": done["dicom"], "nifti": done["nifti"]}
+    results["renderers"] = {}
+    for label, (renderer, _) in variants.items():
+        clinical, demo = done[label, "clinical"], done[label, "demo"]
         work = "voxel_planes" if renderer == "siddon" else "samples_per_ray"
         results["renderers"][label] = {
             "clinical": clinical,
