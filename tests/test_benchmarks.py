@@ -75,3 +75,25 @@ def test_the_gpu_benchmark_runs_every_part_at_tiny_sizes(tmp_path, ray_session):
     assert (one["gpus"], eight["gpus"]) == (1, 8) and 0 < eight["total_h"] < one["total_h"]
     assert one["drrs"] == 80 * (80 + 20) + 5 * 40 + 10 * 100 and one["runs"] == 18  # 80 + 20 views per training CT
     assert "paper-scale study (9200 DRRs, 18 runs) on 8 GPU(s): about" in completed.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_clinical_ct_benchmark_measures_every_renderer_at_a_small_size(tmp_path):
+    """``benchmarks/clinical_ct.py --quick``: a small CT through DICOM, every renderer in its own process."""
+    out = tmp_path / "clinical_ct.json"
+    command = [sys.executable, "benchmarks/clinical_ct.py", "--quick", "--out", str(out)]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=540)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert results["quick"] and report["benchmark"] == "clinical_ct" and "training" not in results
+    assert results["ct"]["shape"] == [128, 128, 80] and results["ct"]["dicom_files"] == 80
+    assert results["load"]["dicom"]["shape"] == results["load"]["nifti"]["shape"] == [128, 128, 80]
+    baseline = results["imports_only_peak_mib"]
+    assert results["load"]["dicom"]["peak_mib"] > baseline + results["ct"]["float32_mib"] * 0.9  # the volume is held
+    assert set(results["renderers"]) == {"trilinear", "siddon", "nanodrr", "siddon_patch_64"}
+    for measures in results["renderers"].values():
+        assert measures["clinical"]["s_per_drr"] > 0 and measures["demo"]["s_per_drr"] > 0
+        assert measures["clinical"]["image_max"] > 0 and measures["clinical"]["peak_mib"] > baseline
+    assert len(report["goals"]) == 2 * 4 + 1

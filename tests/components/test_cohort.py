@@ -5,6 +5,7 @@ import pytest
 from components import phantom
 from components.anatomy import DEEPFLUORO, PAPER
 from components.cohort import SubjectSource, annotated_landmarks, assign_splits, folder_cohort, phantom_cohort
+from components.dicom import write_series
 from components.volumes import VolumeError
 
 
@@ -67,17 +68,47 @@ def test_folder_subjects_are_checked_for_plausibility_as_they_load(tmp_path, pla
             source.load(PAPER)
 
 
+def test_folder_cohort_takes_dicom_folders_beside_nifti_files(tmp_path):
+    write_ct(tmp_path / "a.nii.gz")
+    (tmp_path / "a.csv").write_text("name,x,y,z\n")
+    write_series(tmp_path / "b", np.zeros((4, 4, 3), np.float32), np.diag([-1.0, -1.0, 2.0, 1.0]))
+    (tmp_path / "b.fcsv").write_text("")
+    (tmp_path / ".cache").mkdir()  # hidden: not a subject
+    sources = folder_cohort(tmp_path)
+    assert [(s.subject_id, s.ct_path, s.landmarks_path) for s in sources] == [
+        ("a", str(tmp_path / "a.nii.gz"), str(tmp_path / "a.csv")),
+        ("b", str(tmp_path / "b"), str(tmp_path / "b.fcsv")),
+    ]
+
+
+def test_a_dicom_subject_loads_from_its_folder(tmp_path):
+    params = phantom.sample_phantom_params(5)
+    ct = phantom.clinical_ct(params, shape=(72, 64, 40), voxel_size=5.0, subject_id="pelvis")
+    write_series(tmp_path / "pelvis", ct.hu, ct.affine)
+    rows = "".join(f"{name},{x},{y},{z}\n" for name, (x, y, z) in zip(PAPER.names, ct.landmarks))
+    (tmp_path / "pelvis.csv").write_text("name,x,y,z\n" + rows)
+    (source,) = folder_cohort(tmp_path)
+    subject = source.load(PAPER)
+    assert subject.subject_id == "pelvis" and np.abs(subject.hu - ct.hu).max() <= 0.5
+    np.testing.assert_allclose(subject.landmarks, ct.landmarks, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "files, message",
     [
-        ([], "no CT volumes"),
+        ([], r"no CTs \(\*.nii, \*.nii.gz or DICOM series folders\)"),
+        (["b/"], "no landmark file for subject 'b'"),
+        (["a.nii.gz", "a/", "a.csv"], r"several CTs for one subject \(a: a, a.nii.gz\)"),
         (["a.nii.gz"], "no landmark file for subject 'a'"),
         (["a.nii.gz", "a.csv", "a.fcsv"], "several landmark files"),
     ],
 )
 def test_folder_cohort_errors(tmp_path, files, message):
     for name in files:
-        write_ct(tmp_path / name) if name.endswith(".nii.gz") else (tmp_path / name).write_text("")
+        if name.endswith("/"):
+            (tmp_path / name).mkdir()
+        else:
+            write_ct(tmp_path / name) if name.endswith(".nii.gz") else (tmp_path / name).write_text("")
     with pytest.raises(VolumeError, match=message):
         folder_cohort(tmp_path)
 

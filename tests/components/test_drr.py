@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 import torch
 from diffdrr.data import read
+from diffdrr.drr import DRR
 from torchio import ScalarImage
 
 from components import geometry
 from components.anatomy import DEEPFLUORO, PAPER
 from components.drr import (
+    AIR_HU,
+    HU_RANGE,
     NANODRR_BACKENDS,
     RENDERERS,
     SubjectRenderer,
@@ -21,7 +24,7 @@ from components.drr import (
 )
 from components.fluoroscopy import WATER_MU
 from components.geometry import Camera
-from components.phantom import phantom_landmarks, phantom_subject, sample_phantom_params
+from components.phantom import make_phantom, phantom_landmarks, phantom_subject, sample_phantom_params
 from components.subject import Subject, center_affine, world_to_voxel
 
 SID = 800.0
@@ -29,6 +32,7 @@ CAMERA = Camera(sdd=1020.0, height=160, width=160, delx=2.4, dely=2.4)
 # Small and fast: a 4 mm phantom on a 48 px detector covering it.
 SMALL_CAMERA = Camera(sdd=1020.0, height=48, width=48, delx=8.0, dely=8.0)
 BEAD_CAMERA = Camera(sdd=1020.0, height=64, width=64, delx=2.0, dely=2.0)
+EULER = {"parameterization": "euler_angles", "convention": "ZXY"}
 BATCH_TOLERANCE = 1e-5  # relative to the image's largest value: float32 noise, not a different image
 
 
@@ -40,6 +44,12 @@ def subject():
 @pytest.fixture(scope="module")
 def small_subject():
     return phantom_subject(seed=3, voxel_size=4.0)
+
+
+@pytest.fixture(scope="module")
+def metal_free_subject():
+    """The small subject without its implant: its brightest voxel is bone, far below HU_RANGE[1]."""
+    return make_phantom(dataclasses.replace(sample_phantom_params(3), implant="none"), voxel_size=4.0)
 
 
 def random_poses(seed: int, batch_size: int, max_degrees=30.0, max_mm=30.0) -> torch.Tensor:
@@ -186,17 +196,96 @@ def test_nanodrr_renders_diffdrr_trilinear_images_in_the_same_units(small_subjec
         assert nanodrr[view].mean() / trilinear[view].mean() == pytest.approx(1.0, abs=0.01)
 
 
-def test_nanodrr_integrates_diffdrrs_density(small_subject):
-    hu = clipped_hu(small_subject)
-    volume = ScalarImage(tensor=torch.from_numpy(hu)[None], affine=small_subject.affine.copy())
-    assert np.array_equal(diffdrr_density(hu), read(volume).density.data[0].numpy())
-    drr = SubjectRenderer(small_subject, SMALL_CAMERA, renderer="nanodrr")
-    assert np.array_equal(drr.drr.density.numpy(), diffdrr_density(hu))
+def test_the_density_is_diffdrrs_with_its_scale_fixed_in_hu(metal_free_subject):
+    """DiffDRR's own conversion, its per-volume zero (the lowest soft tissue) and top (the max) set to -800 and 3071."""
+    hu = clipped_hu(metal_free_subject)
+    theirs = read(ScalarImage(tensor=torch.from_numpy(hu)[None], affine=metal_free_subject.affine.copy()))
+    theirs = theirs.density.data[0].numpy()
+    lowest = hu[(hu > AIR_HU) & (hu <= 350)].min()  # DiffDRR's soft tissue: (-800, 350] HU
+    assert hu.max() < HU_RANGE[1] - 1000  # no metal: DiffDRR's scale is this volume's own
+    expected = np.where(hu > AIR_HU, theirs * (hu.max() - lowest) + lowest - AIR_HU, 0) / (HU_RANGE[1] - AIR_HU)
+    np.testing.assert_allclose(diffdrr_density(metal_free_subject.hu), expected, rtol=1e-5, atol=1e-6)
+    hu = np.array([[[-3024.0, -1000.0, -800.0, -500.0, 40.0, 1000.0, 3071.0, 25000.0]]])
+    expected = [0.0, 0.0, 0.0, 300 / 3871, 840 / 3871, 1800 / 3871, 1.0, 1.0]
+    np.testing.assert_allclose(diffdrr_density(hu).ravel(), expected, rtol=1e-6)
 
 
-def test_diffdrrs_density_needs_soft_tissue():
-    with pytest.raises(ValueError, match="needs soft tissue"):
-        diffdrr_density(np.full((4, 4, 4), -1000.0, np.float32))
+@pytest.mark.parametrize("renderer", sorted(RENDERERS))
+def test_every_renderer_integrates_the_one_density(small_subject, renderer):
+    drr = SubjectRenderer(small_subject, SMALL_CAMERA, renderer=renderer)
+    assert np.array_equal(drr.drr.density.numpy(), diffdrr_density(small_subject.hu))
+
+
+@pytest.mark.parametrize("renderer", ["trilinear", "siddon"])
+def test_diffdrrs_module_renders_the_subject_as_reads_would(small_subject, renderer):
+    """Skipping diffdrr.data.read (and its conversion) leaves DiffDRR's frame and detector as they were."""
+    poses = random_poses(seed=8, batch_size=2)
+    ours = SubjectRenderer(small_subject, SMALL_CAMERA, renderer=renderer)
+    volume = ScalarImage(tensor=torch.from_numpy(clipped_hu(small_subject))[None], affine=small_subject.affine.copy())
+    camera = SMALL_CAMERA
+    theirs = DRR(read(volume), sdd=camera.sdd, height=camera.height, delx=camera.delx, renderer=renderer)
+    theirs.density.copy_(ours.drr.density)
+    angles, translation = geometry.pose_to_euler_zxy(poses)
+    kwargs = ours.drr.render_kwargs
+    for view in range(len(poses)):
+        image = theirs(angles[view : view + 1].float(), translation[view : view + 1].float(), **EULER, **kwargs)
+        assert torch.equal(image[0, 0], ours.render_images(poses[view : view + 1])[0])
+
+
+def bright_voxel_pixels(renderer: SubjectRenderer, voxel: tuple[int, int, int], poses: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) bool: the pixels within 3 px of the projection of one voxel's centre."""
+    point = torch.from_numpy(renderer.subject.affine[:3, :3] @ voxel + renderer.subject.affine[:3, 3])
+    u, v = geometry.project(point.expand(len(poses), 1, 3), poses, renderer.camera)[:, 0].unbind(-1)
+    rows, columns = torch.meshgrid(
+        torch.arange(renderer.camera.height), torch.arange(renderer.camera.width), indexing="ij"
+    )
+    distance = torch.hypot(columns[None] + 0.5 - u[:, None, None], rows[None] + 0.5 - v[:, None, None])
+    return distance <= 3
+
+
+@pytest.mark.parametrize("renderer", sorted(RENDERERS))
+@pytest.mark.parametrize("bright_hu", [3071.0, 30000.0])  # the 12-bit top, and metal on an extended HU scale
+def test_one_bright_voxel_changes_only_its_own_rays(metal_free_subject, renderer, bright_hu):
+    """DiffDRR's own scaling would have dimmed this subject's whole DRR by a third for one 3071 HU voxel."""
+    voxel = (40, 30, 20)  # soft tissue near the body's centre, no landmark near it
+    assert metal_free_subject.hu[voxel] < 100 and metal_free_subject.hu.max() < 2000
+    hu = metal_free_subject.hu.copy()
+    hu[voxel] = bright_hu
+    poses = random_poses(seed=9, batch_size=3)
+    plain = SubjectRenderer(metal_free_subject, SMALL_CAMERA, renderer=renderer)
+    bright = SubjectRenderer(
+        Subject("bright", hu, metal_free_subject.affine, metal_free_subject.landmarks), SMALL_CAMERA, renderer=renderer
+    )
+    near = bright_voxel_pixels(plain, voxel, poses)
+    before, after = plain.render_images(poses), bright.render_images(poses)
+    assert (after - before)[near].max() > 0.01 * before.max()  # the voxel shows where it projects
+    assert (after - before)[~near].abs().max() <= 1e-5 * before.max()  # and nowhere else
+    soft_before, bone_before = plain.render_attenuation(poses)
+    soft_after, bone_after = bright.render_attenuation(poses)
+    assert (bone_after - bone_before)[~near].abs().max() <= 1e-5 * bone_before.max()  # physical units: fixed anyway
+    assert (soft_after - soft_before)[~near].abs().max() <= 1e-5 * soft_before.max()
+
+
+@pytest.mark.parametrize("renderer", sorted(RENDERERS))
+def test_a_table_and_a_truncated_field_render_on_the_same_scale(renderer):
+    """A CT cut off at its field's edge (the body and table cut at both sides) renders; its middle is unchanged."""
+    params = dataclasses.replace(sample_phantom_params(6), table=True, implant="none")
+    whole = make_phantom(params, voxel_size=4.0)
+    cut = (whole.hu.shape[0] - 40) // 2  # keep the middle 40 or 41 columns: 160 mm of a wider body and table
+    hu = np.ascontiguousarray(whole.hu[cut : whole.hu.shape[0] - cut])
+    affine = whole.affine.copy()
+    affine[:3, 3] += whole.affine[:3, :3] @ (cut, 0, 0)  # every kept voxel where it was
+    truncated = Subject("truncated", hu, affine, whole.landmarks)
+    assert (hu[[0, -1]] > -200).mean() > 0.3  # the body and table reach the field's edges
+    pose = geometry.ap_pose(SID)
+    kwargs = {"renderer": renderer, "n_points": 200}
+    full = SubjectRenderer(whole, SMALL_CAMERA, **kwargs).render_images(pose)[0]
+    image = SubjectRenderer(truncated, SMALL_CAMERA, **kwargs).render_images(pose)[0]
+    assert torch.isfinite(image).all() and image.min() >= 0
+    middle = slice(20, 28)  # the 8 middle columns: rays that never leave the 160 mm kept
+    assert image[:, middle].min() > 0.05 * full.max()
+    assert (image[:, middle] - full[:, middle]).abs().max() <= 1e-5 * full[:, middle].max()  # the same scale
+    assert image[:, :4].max() < 0.9 * full[:, :4].max()  # the cut-off sides are missing
 
 
 def test_nanodrr_uses_triton_on_cuda_and_torch_on_a_cpu(small_subject):

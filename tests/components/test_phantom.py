@@ -15,6 +15,7 @@ from components.phantom import (
     PHANTOM_LANDMARKS,
     TABLE_RAIL_HU,
     PhantomParams,
+    clinical_ct,
     lipschitz_bound,
     make_phantom,
     phantom_deformation,
@@ -485,9 +486,10 @@ def test_bad_gas_pockets_are_rejected(pockets, message):
 
 
 @pytest.mark.parametrize("voxel_size", [0.0, -2.0, 20.0])
-def test_bad_voxel_size_is_rejected(voxel_size):
+@pytest.mark.parametrize("make", [make_phantom, clinical_ct])
+def test_bad_voxel_size_is_rejected(voxel_size, make):
     with pytest.raises(ValueError, match="voxel_size"):
-        make_phantom(PhantomParams(), voxel_size=voxel_size)
+        make(PhantomParams(), voxel_size=voxel_size)
 
 
 def test_params_are_frozen():
@@ -498,3 +500,38 @@ def test_params_are_frozen():
 def test_phantom_landmarks_are_those_of_the_built_subject():
     params = sample_phantom_params(11)
     assert np.array_equal(phantom_landmarks(params), make_phantom(params, voxel_size=6.0).landmarks)
+
+
+CLINICAL_PARAMS = dataclasses.replace(sample_phantom_params(4), table=True, implant="left_hip")
+
+
+def test_a_clinical_ct_is_the_phantom_in_lps_voxel_order():
+    """On the phantom's own grid and untilted, only the voxel order differs: i and j run the other way."""
+    phantom = make_phantom(CLINICAL_PARAMS, voxel_size=4.0)
+    ct = clinical_ct(CLINICAL_PARAMS, shape=phantom.hu.shape, voxel_size=4.0, tilt_deg=(0.0, 0.0))
+    assert ct.hu.dtype == np.float32 and ct.hu.shape[2] > 32  # made in several slabs
+    # D^-1 is interpolated from each slab's own coarse grid: bone surfaces move by hundredths of a mm
+    difference = np.abs(ct.hu[::-1, ::-1] - phantom.hu)
+    assert difference.max() < 5.0 and difference.mean() < 0.05
+    np.testing.assert_allclose(ct.affine[:3, :3], np.diag([-4.0, -4.0, 4.0]))
+    np.testing.assert_allclose(ct.affine @ [0, 0, 0, 1], phantom.affine @ [*np.array(phantom.hu.shape[:2]) - 1, 0, 1])
+    np.testing.assert_array_equal(ct.landmarks, phantom.landmarks)
+
+
+def test_a_clinical_ct_fills_a_fixed_field_on_a_tilted_grid():
+    shape, tilt = (96, 96, 60), (3.0, 2.0)
+    ct = clinical_ct(CLINICAL_PARAMS, shape=shape, voxel_size=4.0, tilt_deg=tilt)
+    upright = clinical_ct(CLINICAL_PARAMS, shape=shape, voxel_size=4.0, tilt_deg=(0.0, 0.0))
+    assert ct.hu.shape == shape and np.array_equal(ct.hu, upright.hu)  # the grid turns with the anatomy
+    np.testing.assert_allclose(ct.affine @ [*(np.array(shape) - 1) / 2, 1], [0, 0, 0, 1], atol=1e-9)  # centred
+    directions = ct.affine[:3, :3] / 4.0
+    np.testing.assert_allclose(directions.T @ directions, np.eye(3), atol=1e-12)
+    angles = np.degrees(np.arccos(np.abs(np.diag(directions))))
+    assert np.all(angles > 1.9) and np.all(angles < 3.7)  # oblique: no axis along a world axis
+    assert directions[0, 0] < 0 and directions[1, 1] < 0 and directions[2, 2] > 0  # i to the left, j posterior
+    indices = world_to_voxel(ct.affine, ct.landmarks)
+    np.testing.assert_allclose(indices, world_to_voxel(upright.affine, upright.landmarks), atol=1e-9)
+    # the field cuts through the table: it reaches both edges, below the body (large j: posterior)
+    table_rows = np.flatnonzero(np.median(ct.hu[[0, -1]], axis=(0, 2)) > -500)
+    assert len(table_rows) and table_rows.min() > shape[1] // 2
+    assert ct.hu.max() == METAL_HU and ct.hu.min() == -1000.0

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 import math
@@ -7,7 +8,9 @@ import numpy as np
 import pytest
 
 from components.anatomy import DEEPFLUORO, PAPER, LandmarkSet
-from components.subject import center_affine, voxel_to_world
+from components.dicom import write_series
+from components.phantom import clinical_ct, sample_phantom_params
+from components.subject import center_affine, voxel_to_world, world_to_voxel
 from components.volumes import VolumeError, load_ct, load_landmarks, load_subject
 
 SHAPE = (20, 24, 16)
@@ -551,3 +554,43 @@ def test_a_truncated_nifti_is_reported_on_one_line(tmp_path):
         load_ct(ct)
 
     assert "\n" not in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def scanned():
+    """A small clinical-style CT (LPS voxel order, an oblique grid, table and metal), moved to a scanner's origin."""
+    params = dataclasses.replace(sample_phantom_params(2), table=True, implant="sacroiliac_screws")
+    ct = clinical_ct(params, shape=(80, 72, 48), voxel_size=5.0)
+    scanner = np.eye(4)
+    scanner[:3, 3] = (-12.0, 180.0, -1150.0)  # the table position of a DICOM series' patient frame
+    return ct, scanner @ ct.affine, ct.landmarks + scanner[:3, 3]
+
+
+@pytest.mark.parametrize("fmt, system", [("mrk.json", "LPS"), ("fcsv", "RAS")])
+def test_a_dicom_series_loads_as_the_nifti_of_the_same_volume(tmp_path, scanned, fmt, system):
+    """HU, affine and the landmarks' world places agree between a DICOM folder and a NIfTI of one volume."""
+    ct, affine, landmarks = scanned
+    nib.save(nib.Nifti1Image(ct.hu, affine), tmp_path / "pelvis.nii.gz")
+    write_series(tmp_path / "pelvis-dicom", ct.hu, affine)
+    points = landmarks * (np.array([-1.0, -1.0, 1.0]) if system == "LPS" else 1.0)
+    landmark_file = write_landmarks(tmp_path / f"pelvis.{fmt}", fmt, points, system)
+
+    from_nifti = load_subject(tmp_path / "pelvis.nii.gz", landmark_file)
+    from_dicom = load_subject(tmp_path / "pelvis-dicom", landmark_file)
+
+    assert from_dicom.subject_id == "pelvis-dicom" and from_dicom.hu.shape == ct.hu.shape
+    assert np.abs(from_dicom.hu - from_nifti.hu).max() <= 0.5  # DICOM stores whole HU
+    np.testing.assert_allclose(from_dicom.affine, from_nifti.affine, atol=1e-4)
+    np.testing.assert_allclose(from_dicom.affine, ct.affine, atol=1e-4)  # the centred frame of the phantom
+    np.testing.assert_allclose(from_dicom.landmarks, from_nifti.landmarks, atol=1e-4)
+    np.testing.assert_allclose(from_dicom.landmarks, ct.landmarks, atol=1e-4)
+    indices = world_to_voxel(from_dicom.affine, from_dicom.landmarks)
+    np.testing.assert_allclose(indices, world_to_voxel(ct.affine, ct.landmarks), atol=1e-4)
+
+
+def test_a_dicom_folder_that_is_no_series_is_a_volume_error_naming_the_subject(tmp_path):
+    (tmp_path / "pelvis").mkdir()
+    landmarks = write_landmarks(tmp_path / "pelvis.csv", "csv", points_in("ras", ras_affine()), None)
+
+    with pytest.raises(VolumeError, match=f"^subject pelvis: DICOM folder {tmp_path / 'pelvis'}: no DICOM files"):
+        load_subject(tmp_path / "pelvis", landmarks)
