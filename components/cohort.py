@@ -1,18 +1,19 @@
 """A cohort: where each subject comes from, and which subjects go to which split.
 
-Subjects are described by small, picklable ``SubjectSource`` records (a phantom seed, or a CT and
-a landmark file) and loaded where they are rendered, so a cohort costs nothing to pass around.
+Subjects are described by small, picklable ``SubjectSource`` records (a phantom seed, a CT and a
+landmark file, or a specimen of the DeepFluoro release's file) and loaded where they are rendered, so a
+cohort costs nothing to pass around.
 """
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from components import phantom, volumes
-from components.anatomy import LandmarkSet
+from components import deepfluoro, phantom, volumes
+from components.anatomy import DEEPFLUORO, LandmarkSet, reorder
 from components.plausibility import PlausibilityMode
 from components.subject import Subject
 
@@ -22,14 +23,14 @@ SUBJECT_SPLITS = ("train", "val", "novel_subject")
 
 @dataclass(frozen=True)
 class SubjectSource:
-    """How to load one subject: a procedural phantom, or files of a real CT."""
+    """How to load one subject: a procedural phantom, files of a real CT, or a DeepFluoro specimen."""
 
     subject_id: str
-    kind: Literal["phantom", "files"]
+    kind: Literal["phantom", "files", "deepfluoro"]
     phantom_seed: int = 0
     phantom_shift: float = 0.0  # > 0: drawn from the phantom's shifted (out-of-distribution) distribution
     voxel_size: float = 2.0
-    ct_path: str = ""
+    ct_path: str = ""  # files: the CT (NIfTI file or DICOM folder); deepfluoro: the release's HDF5 file
     landmarks_path: str = ""
     coordinates: Literal["ras", "lps", "voxel"] = "ras"
     plausibility: PlausibilityMode = "warn"  # files: what implausible landmarks do (components.plausibility)
@@ -39,6 +40,9 @@ class SubjectSource:
         if self.kind == "phantom":
             params = phantom.sample_phantom_params(self.phantom_seed, self.phantom_shift)
             return phantom.make_phantom(params, self.voxel_size, self.subject_id, landmarks)
+        if self.kind == "deepfluoro":
+            specimen = deepfluoro.load_specimen(self.ct_path, self.subject_id)
+            return replace(specimen, landmarks=reorder(specimen.landmarks, DEEPFLUORO, landmarks, axis=0))
         return volumes.load_subject(
             self.ct_path,
             self.landmarks_path,
@@ -93,6 +97,11 @@ def folder_cohort(
         )
         for ct in cts
     ]
+
+
+def deepfluoro_cohort(path: str | Path) -> list[SubjectSource]:
+    """The specimens of the DeepFluoro release's HDF5 file (``components.deepfluoro``), by their group names."""
+    return [SubjectSource(specimen, "deepfluoro", ct_path=str(path)) for specimen in deepfluoro.list_specimens(path)]
 
 
 def assign_splits(

@@ -31,10 +31,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-SPLITS = ("train", "val", "novel_view", "novel_subject", "fluoro")
+SPLITS = ("train", "val", "novel_view", "novel_subject", "fluoro", "real")
 TEST_SPLITS = ("novel_view", "novel_subject")  # the paper's; never seen by training or sweeps
 # fluoro: the novel_view and novel_subject views again, imaged by a simulated fluoroscope (study config's
-# ``data.fluoro``); a data set has it only when that is set.
+# ``data.fluoro``); a data set has it only when that is set. real: real X-rays with their true poses (a
+# DeepFluoro cohort's, ``components.deepfluoro``), never rendered.
 MANIFEST_NAME = "manifest.json"
 
 

@@ -274,7 +274,12 @@ def _landmarks(group: h5py.Group, size: int) -> dict[int, np.ndarray]:
 
 
 def real_xrays(
-    path: str | Path, specimen_id: str, height: int, width: int | None = None, crop: int = RELEASE_CROP
+    path: str | Path,
+    specimen_id: str,
+    height: int,
+    width: int | None = None,
+    crop: int = RELEASE_CROP,
+    projections: list[str] | None = None,
 ) -> Iterator[RealXray]:
     """A specimen's X-rays, in projection order, preprocessed and resized to ``height`` x ``width`` pixels.
 
@@ -283,6 +288,7 @@ def real_xrays(
         specimen_id: a name of ``list_specimens``.
         height, width: the resolution to resize to (width defaults to height).
         crop: pixels cropped from every border before anything else.
+        projections: the projections to read (names of ``list_projections``); default: all.
     """
     with _open(path) as file:
         params = _projection_params(file)
@@ -290,9 +296,9 @@ def real_xrays(
             raise _error(file[_PARAMS], f"crop {crop} leaves no image of {params.num_rows}x{params.num_cols}")
         specimen = _group(file, specimen_id)
         _, center, _ = _volume_grid(_group(specimen, "vol"))
-        projections = _group(specimen, "projections")
-        for name in _projection_names(projections):
-            yield _real_xray(params, projections[name], specimen_id, center, crop, height, width)
+        group = _group(specimen, "projections")
+        for name in _projection_names(group) if projections is None else projections:
+            yield _real_xray(params, _group(group, name), specimen_id, center, crop, height, width)
 
 
 def _real_xray(

@@ -193,7 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = command("evaluate", "a trained model on the test splits (RMSE, pose errors), logged to its MLflow run")
     evaluate.add_argument("--run", required=True, help="an MLflow run id, or a checkpoint folder")
     evaluate.add_argument(
-        "--splits", nargs="+", choices=["val", *TEST_SPLITS, "fluoro"], help="default: the data set's test splits"
+        "--splits",
+        "--split",
+        nargs="+",
+        choices=["val", *TEST_SPLITS, "fluoro", "real"],
+        help="default: the data set's test splits",
     )
     add_config_arguments(evaluate, required=False, otherwise="default: the one stored in the checkpoint")
     evaluate.add_argument("--data", help="data set folder (default: data/<config name>)")

@@ -21,9 +21,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from components.anatomy import LANDMARK_SETS, LandmarkSet, landmark_set
+from components.anatomy import DEEPFLUORO, LANDMARK_SETS, LandmarkSet, landmark_set
 from components.augment import IntensityRanges
 from components.dataset import TEST_SPLITS
+from components.deepfluoro import RELEASE_CROP
 from components.fluoroscopy import Fluoroscope
 from components.geometry import Camera, rescale
 from components.losses import LOSSES, LossContext, LossSettings
@@ -88,10 +89,17 @@ class ViewCounts(Strict):
 class CohortConfig(Strict):
     """Where subjects come from: the procedural phantom, or a folder of real CTs + landmark files."""
 
-    kind: Literal["phantom", "folder"] = "phantom"
+    kind: Literal["phantom", "folder", "deepfluoro"] = "phantom"
     subjects: SubjectCounts
     voxel_size_mm: float = Field(2.0, gt=0.5, le=5.0)
-    path: str | None = None
+    path: str | None = Field(
+        None, description="folder: the folder of CTs and landmark files; deepfluoro: ipcai_2020_full_res_data.h5"
+    )
+    crop: int = Field(
+        RELEASE_CROP,
+        ge=0,
+        description="deepfluoro: pixels cropped from every border of a real X-ray (the collimator's shadow)",
+    )
     coordinates: Literal["ras", "lps", "voxel"] = "ras"
     plausibility: PlausibilityMode = Field(
         "warn",
@@ -110,11 +118,11 @@ class CohortConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def folder_needs_a_path(self):
-        if self.kind == "folder" and not self.path:
-            raise ValueError("cohort.path is required when cohort.kind is 'folder'")
-        if self.kind == "folder" and self.novel_subject_shift:
-            raise ValueError("cohort.novel_subject_shift applies to phantoms only, not to a folder's subjects")
+    def files_need_a_path(self):
+        if self.kind != "phantom" and not self.path:
+            raise ValueError(f"cohort.path is required when cohort.kind is {self.kind!r}")
+        if self.kind != "phantom" and self.novel_subject_shift:
+            raise ValueError(f"cohort.novel_subject_shift applies to phantoms only, not to a {self.kind} cohort")
         return self
 
 
@@ -255,9 +263,23 @@ class DataConfig(Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def deepfluoro_has_the_landmarks(self):
+        if self.cohort.kind == "deepfluoro":
+            unknown = [name for name in self.landmarks.landmark_set().names if name not in DEEPFLUORO.names]
+            if unknown:
+                raise ValueError(
+                    f"landmarks: the DeepFluoro release has no {', '.join(unknown)}; it has "
+                    f"{', '.join(DEEPFLUORO.names)}"
+                )
+        return self
+
     def test_splits(self) -> tuple[str, ...]:
-        """The splits a model is tested on: the paper's two, and ``fluoro`` when the data set has it."""
-        return (*TEST_SPLITS, "fluoro") if self.fluoro is not None else TEST_SPLITS
+        """The splits a model is tested on: the paper's two, ``fluoro`` when the data set has it, and ``real`` (real
+        X-rays) for a DeepFluoro cohort."""
+        fluoro = ("fluoro",) if self.fluoro is not None else ()
+        real = ("real",) if self.cohort.kind == "deepfluoro" else ()
+        return (*TEST_SPLITS, *fluoro, *real)
 
     def render_camera(self) -> Camera:
         """The detector rescaled to the training resolution (rendering happens at that size)."""

@@ -99,25 +99,6 @@ def release_name(name: str) -> str:
     return f"{kind}-{side.lower()}"
 
 
-def deepfluoro_landmarks(subject: Subject) -> np.ndarray:
-    """(14, 3) world mm: the phantom's six bilateral landmarks, and stand-ins for the rest (points in its CT).
-
-    SPS and IPS are split 6 mm to each side; the femoral heads and sciatic notches are placed from the
-    ASIS and IOF of their side (a test of geometry needs points, not anatomy).
-    """
-    paper = dict(zip(("L_ASIS", "L_IOF", "L_MOF", "SPS", "IPS", "R_MOF", "R_IOF", "R_ASIS"), subject.landmarks))
-    points = {}
-    for side, sign in (("L", -1.0), ("R", 1.0)):
-        for kind in ("ASIS", "IOF", "MOF"):
-            points[f"{side}_{kind}"] = paper[f"{side}_{kind}"]
-        for kind in ("SPS", "IPS"):
-            points[f"{side}_{kind}"] = paper[kind] + [sign * 6.0, 0.0, 0.0]
-        middle = (paper[f"{side}_ASIS"] + paper[f"{side}_IOF"]) / 2
-        points[f"{side}_FH"] = middle + [sign * 10.0, -15.0, -10.0]
-        points[f"{side}_GSN"] = middle + [0.0, -55.0, 10.0]
-    return np.stack([points[name] for name in DEEPFLUORO.names])
-
-
 def write_deepfluoro_file(
     path: Path,
     size: int = 96,
@@ -138,8 +119,8 @@ def write_deepfluoro_file(
     subjects, landmarks, projections, intrinsics = {}, {}, [], []
     with h5py.File(path, "w") as file:
         for spec in SPECIMENS:
-            subject = phantom_subject(spec.seed, voxel_size=voxel_size, subject_id=spec.specimen_id)
-            points = deepfluoro_landmarks(subject)
+            subject = phantom_subject(spec.seed, voxel_size, spec.specimen_id, DEEPFLUORO)
+            points = subject.landmarks.copy()
             present = [name for name in DEEPFLUORO.names if release_name(name) not in spec.missing]
             points[[release_name(name) in spec.missing for name in DEEPFLUORO.names]] = np.nan
             subjects[spec.specimen_id], landmarks[spec.specimen_id] = subject, points

@@ -12,16 +12,23 @@ first step of every training command) costs milliseconds, not the seconds those 
 
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from components import geometry, manifest
-from components.anatomy import landmark_record
-from components.cohort import SubjectSource, annotated_landmarks, assign_splits, folder_cohort, phantom_cohort
+from components import deepfluoro, geometry, manifest
+from components.anatomy import DEEPFLUORO, landmark_record, reorder
+from components.cohort import (
+    SubjectSource,
+    annotated_landmarks,
+    assign_splits,
+    deepfluoro_cohort,
+    folder_cohort,
+    phantom_cohort,
+)
 from components.dataset import SPLITS, DatasetError, DRRRows, shard_row_count, write_shard
 from components.poses import sample_poses, view_seed
 from study import console
@@ -65,6 +72,8 @@ def cohort_splits(config: StudyConfig) -> dict[str, list[SubjectSource]]:
         splits = assign_splits(sources, counts, config.seed, shuffle=False)
         shifted = [replace(source, phantom_shift=cohort.novel_subject_shift) for source in splits["novel_subject"]]
         return splits | {"novel_subject": shifted}
+    if cohort.kind == "deepfluoro":
+        return assign_splits(deepfluoro_cohort(cohort.path), counts, config.seed, shuffle=True)
     sources = folder_cohort(cohort.path, cohort.coordinates, cohort.plausibility)
     return assign_splits(sources, counts, config.seed, shuffle=True)
 
@@ -75,7 +84,8 @@ def plan_shards(config: StudyConfig) -> list[ShardPlan]:
     View ids are per subject: a training subject's views ``0..train-1`` are the train split and the
     next ``novel_view`` ids its novel views; val and novel_subject subjects use ids from 0. With
     ``data.fluoro``, the ``fluoro`` split repeats the novel_view and novel_subject views (same ids,
-    same poses) through the fluoroscope.
+    same poses) through the fluoroscope. A DeepFluoro cohort's specimens, whatever their split, also have
+    their real X-rays in the ``real`` split (view id: the X-ray's position in the file's projection order).
     """
     views = config.data.views
     size = config.data.shard_size
@@ -97,6 +107,9 @@ def plan_shards(config: StudyConfig) -> list[ShardPlan]:
         add("novel_subject", source, 0, views.novel_subject)
         if fluoro:
             add("fluoro", source, 0, views.novel_subject)
+    if config.data.cohort.kind == "deepfluoro":
+        for source in [source for split in ("train", "val", "novel_subject") for source in by_split[split]]:
+            add("real", source, 0, len(deepfluoro.list_projections(source.ct_path, source.subject_id)))
     return plans
 
 
@@ -130,6 +143,8 @@ def render_shard(plan: ShardPlan, renderer: "SubjectRenderer", config: StudyConf
     """The rows of one shard, rendered with the subject's renderer."""
     from components.drr import to_uint16
 
+    if plan.split == "real":
+        return real_shard(plan, renderer.subject.landmarks, config)
     view_ids = list(range(plan.view_start, plan.view_stop))
     poses = sample_poses(config.seed, plan.source.subject_id, view_ids, config.data.poses.ranges())
     landmarks_3d = renderer.subject.landmarks
@@ -154,6 +169,41 @@ def render_shard(plan: ShardPlan, renderer: "SubjectRenderer", config: StudyConf
         visible=visible.numpy(),
         landmarks_3d=np.broadcast_to(landmarks_3d, (count, *landmarks_3d.shape)).copy(),
         pose=poses.numpy(),
+        intrinsics=np.broadcast_to(intrinsics, (count, 3, 3)).copy(),
+    )
+
+
+def real_shard(plan: ShardPlan, landmarks_3d: np.ndarray, config: StudyConfig) -> DRRRows:
+    """The rows of a shard of a DeepFluoro specimen's real X-rays (``components.deepfluoro``: cropped by
+    ``data.cohort.crop``, log-transformed, upright, at ``data.image_size``), with their true poses, the 2D landmarks
+    of the study's set and the specimen's (N, 3) ``landmarks_3d``. Every X-ray's camera must be the config's
+    detector at that size (``data.detector``), else a DatasetError names both."""
+    from components.drr import to_uint16
+
+    path, specimen, size = plan.source.ct_path, plan.source.subject_id, config.data.image_size
+    names = deepfluoro.list_projections(path, specimen)[plan.view_start : plan.view_stop]
+    crop, camera = config.data.cohort.crop, config.data.render_camera()
+    xrays = list(deepfluoro.real_xrays(path, specimen, size, crop=crop, projections=names))
+    for xray in xrays:
+        if not np.allclose(astuple(xray.camera), astuple(camera), rtol=1e-4, atol=1e-6):
+            raise DatasetError(
+                f"DeepFluoro file {path}: specimen {specimen} projection {xray.projection}: its camera {xray.camera} "
+                f"differs from data.detector's at {size} px, {camera}; set data.detector to the file's (README, "
+                "DeepFluoro)"
+            )
+    landmarks = config.data.landmarks.landmark_set()
+    count = len(xrays)
+    intrinsics = geometry.make_k(camera).numpy()
+    stacked = lambda name: torch.stack([getattr(xray, name) for xray in xrays]).numpy()  # noqa: E731
+    return DRRRows(
+        subject_id=np.full(count, specimen, dtype=object),
+        view_id=np.arange(plan.view_start, plan.view_stop, dtype=np.int32),
+        split=np.full(count, plan.split, dtype=object),
+        image=to_uint16(torch.stack([xray.image for xray in xrays])),
+        landmarks_2d=reorder(stacked("landmarks_2d"), DEEPFLUORO, landmarks, axis=1),
+        visible=reorder(stacked("visible"), DEEPFLUORO, landmarks, axis=1, fill=False),
+        landmarks_3d=np.broadcast_to(landmarks_3d, (count, *landmarks_3d.shape)).copy(),
+        pose=stacked("pose"),
         intrinsics=np.broadcast_to(intrinsics, (count, 3, 3)).copy(),
     )
 

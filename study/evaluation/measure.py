@@ -14,9 +14,9 @@ from components.model import load_trained_model
 from study.config import ConfigError, StudyConfig
 from study.tracking.datasets import log_splits
 from study.tracking.runs import Tracker
-from study.training.data import rows_to_test, splits_to_test
+from study.training.data import rows_to_test, run_columns, splits_to_test
 
-__all__ = ["evaluate_checkpoint", "log_evaluation", "metric_names"]
+__all__ = ["evaluate_checkpoint", "log_evaluation", "metric_names", "trivial_records"]
 
 
 def evaluate_checkpoint(
@@ -57,6 +57,22 @@ def evaluate_checkpoint(
             for method in evaluation.METHODS
         }
     return records, summaries
+
+
+def trivial_records(config: StudyConfig, data_dir: Path) -> tuple[list[dict], float]:
+    """The trivial predictor's per-image records on the test splits, and its val RMSE (px, pooled: what a run
+    must beat by the selection metric's measure, ``val_rmse_px``); for a fold (``train.fold``), from the fold's
+    training rows, on its held-out subjects and its val rows."""
+    fold, camera = config.train.fold if config.train is not None else None, config.data.render_camera()
+    landmarks, minimum = config.data.landmarks.landmark_set(), config.data.landmarks.min_for_registration
+    train_rows = run_columns(data_dir, "train", fold)
+    records = []
+    for split in splits_to_test(data_dir, config.data.test_splits(), fold):
+        ids, columns = rows_to_test(data_dir, split, fold)
+        predicted = evaluation.mean_position_predictions(train_rows, columns, camera, minimum)
+        per_image = evaluation.per_image_results(predicted, columns, ids, landmarks)
+        records += [r for r in per_image if r["method"] == "argmax"]
+    return records, training.mean_position_rmse(train_rows, run_columns(data_dir, "val", fold))
 
 
 # What a split's MLflow metrics are: ``<split>_<name>`` from the argmax summary's ``<key>``, and the

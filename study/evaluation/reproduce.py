@@ -35,7 +35,6 @@ from pathlib import Path
 
 import yaml
 
-from components import evaluation, training
 from components.anatomy import LandmarkSet
 from components.dataset import TEST_SPLITS
 from components.manifest import read_manifest
@@ -51,7 +50,7 @@ from study.evaluation.cross_validation import (
     pooled_outcomes,
     with_fold_spread,
 )
-from study.evaluation.measure import evaluate_checkpoint, log_evaluation
+from study.evaluation.measure import evaluate_checkpoint, log_evaluation, trivial_records
 from study.evaluation.plots import error_cdf_plot, per_landmark_plot, training_curves_plot
 from study.evaluation.sim_to_real import sim_to_real, sim_to_real_markdown
 from study.evaluation.table import TRIVIAL, Outcome, footnotes, markdown, table_1
@@ -60,7 +59,6 @@ from study.files import read_csv, write_csv, write_json, write_text
 from study.tracking.datasets import log_splits
 from study.tracking.params import study_params
 from study.tracking.runs import Tracker
-from study.training.data import rows_to_test, run_columns, splits_to_test
 from study.training.driver import train
 from study.training.run_folder import TrainResult
 
@@ -129,22 +127,6 @@ def dry_run(config: StudyConfig) -> str:
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=120)
 
 
-def trivial_records(config: StudyConfig, data_dir: Path) -> tuple[list[dict], float]:
-    """The trivial predictor's per-image records on the test splits, and its val RMSE (px, pooled: what a run
-    must beat by the selection metric's measure, ``val_rmse_px``); for a fold (``train.fold``), from the fold's
-    training rows, on its held-out subjects and its val rows."""
-    fold, camera = config.train.fold, config.data.render_camera()
-    landmarks, minimum = config.data.landmarks.landmark_set(), config.data.landmarks.min_for_registration
-    train_rows = run_columns(data_dir, "train", fold)
-    records = []
-    for split in splits_to_test(data_dir, config.data.test_splits(), fold):
-        ids, columns = rows_to_test(data_dir, split, fold)
-        predicted = evaluation.mean_position_predictions(train_rows, columns, camera, minimum)
-        per_image = evaluation.per_image_results(predicted, columns, ids, landmarks)
-        records += [r for r in per_image if r["method"] == "argmax"]
-    return records, training.mean_position_rmse(train_rows, run_columns(data_dir, "val", fold))
-
-
 def why_div(result: TrainResult, config: StudyConfig, trivial_val_rmse: float) -> str | None:
     """Why a run is DIV, or None when it learned (see ``study.evaluation.table``)."""
     which = config.train.checkpoint
@@ -207,11 +189,11 @@ def reproduce(config: StudyConfig, data_dir: str | Path | None = None, out_dir: 
         outcomes.append(Outcome(strategy, seed, records, div, fold))
 
     folded = config.report.cross_validation is not None
+    splits = [s for s in config.data.test_splits() if any(r["split"] == s for t in trivial for r in t.records)]
     if folded:  # Table 1 and the comparisons on each seed's folds pooled; each fold alone in folds.md
-        splits = [s for s in config.data.test_splits() if any(r["split"] == s for t in trivial for r in t.records)]
         pooled, trivial_pooled = pooled_outcomes(outcomes), [r for t in trivial for r in t.records]
     else:
-        splits, pooled, trivial_pooled = config.data.test_splits(), outcomes, trivial[0].records
+        pooled, trivial_pooled = outcomes, trivial[0].records
     rows = table_1(pooled, trivial_pooled, config, splits)
     notes = footnotes(outcomes, config, splits)
     comparisons = compare_strategies(pooled, config, splits)

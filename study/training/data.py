@@ -137,11 +137,12 @@ def run_splits(data_dir: str | Path, fold: FoldConfig | None = None) -> dict[str
 
 
 def splits_to_test(data_dir: str | Path, splits, fold: FoldConfig | None = None) -> list[str]:
-    """Those of ``splits`` a run is tested on: all of them, or for a fold those holding rows of its held-out
+    """Those of ``splits`` a run is tested on: those with rows, or for a fold those holding rows of its held-out
     subjects (by the data set's manifest)."""
+    manifest = read_manifest(Path(data_dir))
     if fold is None:
-        return list(splits)
-    subjects = read_manifest(Path(data_dir))["subjects"]
+        return [split for split in splits if manifest["rows"].get(split, 0)]
+    subjects = manifest["subjects"]
     return [split for split in splits if set(fold.held_out) & set(subjects.get(split, []))]
 
 

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from components.anatomy import (
@@ -10,6 +11,7 @@ from components.anatomy import (
     landmark_record,
     landmark_set,
     landmark_set_of,
+    reorder,
 )
 
 
@@ -92,3 +94,18 @@ def test_a_set_round_trips_through_its_record(landmarks):
 def test_a_record_named_like_a_registered_set_but_other_landmarks_is_its_own_set():
     record = {"name": "paper", "names": ["SPS", "IPS", "L_ASIS", "R_ASIS"], "pairs": [["L_ASIS", "R_ASIS"]]}
     assert landmark_set_of(record) is not PAPER and landmark_set_of(record).names == ("SPS", "IPS", "L_ASIS", "R_ASIS")
+
+
+def test_reorder_takes_a_sets_landmarks_from_another_and_fills_what_it_lacks():
+    points = np.arange(len(DEEPFLUORO) * 3, dtype=float).reshape(-1, 3)
+    taken = reorder(points, DEEPFLUORO, PAPER, axis=0)
+    assert taken.shape == (8, 3)
+    np.testing.assert_array_equal(taken[PAPER.index("R_ASIS")], points[DEEPFLUORO.index("R_ASIS")])
+    assert np.isnan(taken[[PAPER.index("SPS"), PAPER.index("IPS")]]).all()  # DeepFluoro has no midline SPS, IPS
+    flags = np.ones((2, len(DEEPFLUORO)), dtype=bool)
+    assert reorder(flags, DEEPFLUORO, PAPER, axis=1, fill=False).sum(1).tolist() == [6, 6]
+    np.testing.assert_array_equal(
+        reorder(taken, PAPER, DEEPFLUORO, axis=0)[DEEPFLUORO.index("L_MOF")], points[DEEPFLUORO.index("L_MOF")]
+    )
+    with pytest.raises(ValueError, match="3 values along axis 1, expected the 14 of 'deepfluoro'"):
+        reorder(points, DEEPFLUORO, PAPER, axis=1)

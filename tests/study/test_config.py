@@ -239,6 +239,38 @@ def test_a_folder_cohort_may_name_landmarks_the_phantom_cannot_place(tmp_path):
     assert config.data.landmarks.landmark_set().names == ("SPS", "IPS", "L_FH", "L_PSIS")
 
 
+def test_a_deepfluoro_cohort_tests_on_the_real_split_too():
+    subjects = "{train: 4, val: 1, novel_subject: 1}"
+    cohort = f"data.cohort={{kind: deepfluoro, path: /data/ipcai_2020_full_res_data.h5, subjects: {subjects}}}"
+    config = load_config("demo", [cohort, "data.landmarks=deepfluoro"])
+    assert config.data.cohort.crop == 50 and config.data.test_splits() == (
+        "novel_view",
+        "novel_subject",
+        "fluoro",
+        "real",
+    )
+    assert "real" not in load_config("demo").data.test_splits()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.cohort={kind: deepfluoro, subjects: {train: 4, val: 1, novel_subject: 1}}"], "cohort.path is required"),
+        (
+            ["data.cohort={kind: deepfluoro, path: f.h5, subjects: {train: 4, val: 1, novel_subject: 1}}"],
+            "the DeepFluoro release has no SPS, IPS",
+        ),
+        (
+            ["data.cohort={kind: deepfluoro, path: f.h5, crop: -1, subjects: {train: 1, val: 0, novel_subject: 0}}"],
+            r"data\.cohort\.crop",
+        ),
+    ],
+)
+def test_bad_deepfluoro_cohorts_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", overrides)
+
+
 def test_the_data_part_holds_the_landmark_set_but_not_the_registrations_minimum():
     config = load_config("demo", ["data.landmarks=deepfluoro"])
     assert config.data_part()["data"]["landmarks"] == {"name": "deepfluoro", "names": None, "pairs": []}

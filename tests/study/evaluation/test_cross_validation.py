@@ -24,7 +24,8 @@ from study.evaluation.cross_validation import (
     pooled_outcomes,
     with_fold_spread,
 )
-from study.evaluation.reproduce import landmark_summaries, plan, reproduce, trivial_records, write_plots
+from study.evaluation.measure import trivial_records
+from study.evaluation.reproduce import landmark_summaries, plan, reproduce, write_plots
 from study.evaluation.table import DIVERGED, TRIVIAL, Outcome, footnotes, markdown, table_1
 from study.tracking.runs import RUN_NAME_TAG
 from study.training.data import run_columns, split_rows
