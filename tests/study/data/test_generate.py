@@ -34,7 +34,7 @@ def test_manifest_counts_rows_per_split(tiny_dataset):
     config, folder = tiny_dataset
     manifest = read_manifest(folder)
     assert manifest["status"] == "complete"
-    assert manifest["rows"] == {"train": 8, "novel_view": 4, "val": 3, "novel_subject": 3, "fluoro": 7}
+    assert manifest["rows"] == {"train": 8, "novel_view": 4, "val": 3, "novel_subject": 3, "fluoro": 7, "real": 0}
     assert len(manifest["shards"]) == len(plan_shards(config))
     assert all(len(shard["sha256"]) == 64 for shard in manifest["shards"])
 
@@ -197,7 +197,7 @@ def test_a_real_ct_folder_goes_through_the_same_path(tiny_config_path, tmp_path,
         stream.write("sacral promontory,0,-60,60\n")
     overrides = folder_config(tmp_path / "cohort", "{train: 1, val: 0, novel_subject: 1}")
     manifest = generate(load_config(str(tiny_config_path), overrides), tmp_path / "data")
-    assert manifest["rows"] == {"train": 4, "val": 0, "novel_view": 2, "novel_subject": 3, "fluoro": 5}
+    assert manifest["rows"] == {"train": 4, "val": 0, "novel_view": 2, "novel_subject": 3, "fluoro": 5, "real": 0}
     assert manifest["landmarks"]["names"] == list(PAPER.names)
     absent = [PAPER.index("SPS"), PAPER.index("IPS")]
     for split in ("train", "novel_subject"):
