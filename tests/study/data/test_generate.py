@@ -12,8 +12,6 @@ import torch
 
 from components import geometry
 from components.dataset import SPLITS, DatasetError, read_split
-
-PHANTOM_SPLITS = tuple(s for s in SPLITS if s != "real")  # a phantom cohort has no real X-rays
 from components.manifest import read_manifest
 from study.cli import main
 from study.config import load_config
@@ -21,6 +19,8 @@ from study.data.generate import generate, plan_shards
 from tests.helpers import REPO, TINY_CONFIG
 
 pytestmark = pytest.mark.slow  # trains models or starts Ray
+
+PHANTOM_SPLITS = tuple(s for s in SPLITS if s != "real")  # a phantom cohort has no real X-rays
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +119,9 @@ def test_another_config_refuses_the_folder(tiny_dataset, capsys):
         generate(other, folder)
 
 
-def test_killed_run_resumes_to_the_same_data_set(tiny_config_path, tmp_path, ray_session):
-    config = load_config(str(tiny_config_path), ["data.shard_size=1"])
+def test_killed_run_resumes_to_the_same_data_set(tiny_dataset, tiny_config_path, tmp_path, ray_session):
+    """Killed after its first shards, the same command finishes the data set the module's uninterrupted run made."""
+    config = load_config(str(tiny_config_path))
     total = len(plan_shards(config))
     killed = tmp_path / "killed"
     process = subprocess.Popen(
@@ -133,8 +134,6 @@ def test_killed_run_resumes_to_the_same_data_set(tiny_config_path, tmp_path, ray
             str(tiny_config_path),
             "--out",
             str(killed),
-            "--set",
-            "data.shard_size=1",
         ],
         cwd=REPO,
         env=os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address},  # no Ray of its own to start
@@ -156,7 +155,7 @@ def test_killed_run_resumes_to_the_same_data_set(tiny_config_path, tmp_path, ray
     assert read_manifest(killed)["status"] == "in_progress"
 
     resumed = generate(config, killed)
-    uninterrupted = generate(config, tmp_path / "uninterrupted")
+    uninterrupted = read_manifest(tiny_dataset[1])  # the same config, never interrupted
     assert resumed["dataset_hash"] == uninterrupted["dataset_hash"]
     assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in uninterrupted["shards"]]
     rows = np.concatenate([read_split(killed, split).view_id for split in PHANTOM_SPLITS])

@@ -3,6 +3,7 @@ Parquet data, with a real MLflow (SQLite) store."""
 
 import json
 import math
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from mlflow.tracking import MlflowClient
 from components import training
 from components.dataset import TEST_SPLITS, read_split
 from components.model import load_checkpoint, load_trained_model, weights_fingerprint
+from study.cli import main
 from study.config import ConfigError
+from study.console import LOG_NAME
 from study.training import faults
 from study.training.driver import resolve_launcher, train
 from study.training.run_folder import IDENTITY_FILE
@@ -28,10 +31,22 @@ def baseline(train_study):
 
 
 @pytest.fixture(scope="module")
-def short_on_ray(train_study):
-    """Strategy ``short`` on 2 Ray Train DDP workers, uninterrupted: what the interrupted runs must end at."""
+def short_on_ray(train_study, tmp_path_factory):
+    """Strategy ``short`` on 2 Ray Train DDP workers, uninterrupted, started as a person would (``study train``):
+    (the run: what the interrupted runs must end at; what the terminal showed: exit code, stdout, stderr)."""
     config, data = train_study
-    return train(config, "short", data, name="short-ddp", launcher="ray_train")
+    config = config.model_copy(update={"train": config.train.model_copy(update={"launcher": "ray_train"})})
+    folder = tmp_path_factory.mktemp("short-on-ray")
+    config_path = folder / "config.yaml"
+    config_path.write_text(config.model_dump_json())  # JSON is YAML
+    command = ["train", "--config", str(config_path), "--strategy", "short", "--data", str(data), "--name", "short-ddp"]
+    with pytest.MonkeyPatch.context() as patch, open(folder / "out", "w+") as out, open(folder / "err", "w+") as err:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with redirect_stdout(out), redirect_stderr(err):  # the terminal the command's session keeps its lines for
+            code = main(command)
+        out.seek(0), err.seek(0)
+        terminal = (code, out.read(), err.read())
+    return train(config, "short", data, name="short-ddp"), terminal  # finished: its result, read back
 
 
 def final_weights(result) -> str:
@@ -155,32 +170,44 @@ def test_an_exploding_loss_is_recorded_as_diverged(train_study):
     assert run.data.tags["study.status"] == "diverged" and run.info.status == "FINISHED"
 
 
-def test_a_killed_worker_resumes_from_the_last_checkpoint(train_study, short_on_ray, tmp_path, monkeypatch):
-    """... and ends at the very weights of the same run uninterrupted (same config and seed, same numbers)."""
-    config, data = train_study
-    marker = tmp_path / "failed-once"
-    monkeypatch.setattr(faults, "FAIL_ONCE", {"epoch": 2, "marker": str(marker)})
-    result = train(config, "short", data, name="killed-worker", launcher="ray_train")
-    assert marker.exists() and result.status == "finished" and result.epochs == 4
-    # Ray registers reported checkpoints asynchronously: the latest registered one may be an epoch old
-    assert result.last_metrics["first_epoch"] in (1, 2), "restarted from scratch, not from a checkpoint"
-    assert final_weights(result) == final_weights(short_on_ray)
+def test_a_run_on_ray_train_shows_its_epochs_and_nothing_of_ray(train_study, short_on_ray):
+    """The epochs are said by the Ray Train controller, in another process, and relayed to this terminal; what Ray
+    prints goes to the run's study.log, with the relayed lines."""
+    config, _ = train_study
+    _, (code, out, err) = short_on_ray
+    assert code == 0 and err == "", err
+    lines = out.splitlines()
+    assert lines[0].startswith("data set: ") and lines[1].startswith("short-ddp: training 'short' on 2 Ray Train"), out
+    epochs = [line.split(":")[0] for line in lines[2:-1]]  # the first, the last, and one every 45 s between them
+    assert epochs[0] == "short epoch 1/4" and epochs[-1] == "short epoch 4/4" and len(epochs) <= 4, out
+    assert lines[-1].startswith("short-ddp: finished after 4 epoch(s)"), out
+    log = (Path(config.train.storage) / "short-ddp" / LOG_NAME).read_text()
+    assert "===== " in log and all(f"short epoch {k}/4" in log for k in (1, 2, 3, 4))  # every epoch, relayed
 
 
-def test_a_failed_run_started_again_with_its_name_resumes(train_study, short_on_ray, tmp_path, monkeypatch):
+def test_a_killed_worker_resumes_and_a_failed_run_started_again_with_its_name_resumes(
+    train_study, short_on_ray, tmp_path, monkeypatch
+):
+    """A worker killed in the 3rd epoch is restarted by Ray Train from the last checkpoint (``max_failures`` 1);
+    killed again in the 4th the run fails; started again with its name it resumes from its last checkpoint, and ends at
+    the very weights of the same run uninterrupted (same config and seed, same numbers)."""
     config, data = train_study
-    strict = config.model_copy(update={"train": config.train.model_copy(update={"max_failures": 0})})
+    assert config.train.max_failures == 1
+    marker = tmp_path / "failed"
     with monkeypatch.context() as patch:
-        patch.setattr(faults, "FAIL_ONCE", {"epoch": 3, "marker": str(tmp_path / "m")})
+        patch.setattr(faults, "FAIL_ONCE", {"epochs": [2, 3], "marker": str(marker)})  # 0-based: the 3rd and 4th
         with pytest.raises(Exception, match="Training failed"):
-            train(strict, "short", data, name="restarted", launcher="ray_train")
-    result = train(strict, "short", data, name="restarted", launcher="ray_train")
+            train(config, "short", data, name="restarted", launcher="ray_train")
+    assert Path(f"{marker}.2").exists() and Path(f"{marker}.3").exists()  # the retry got as far as the 4th
+    result = train(config, "short", data, name="restarted", launcher="ray_train")
     assert result.status == "finished" and result.epochs == 4
+    # Ray registers reported checkpoints asynchronously: the latest registered one may be an epoch old
     assert result.last_metrics["first_epoch"] in (1, 2, 3), "restarted from scratch, not from a checkpoint"
-    assert sorted(
-        {m.step for m in MlflowClient(config.tracking.uri).get_metric_history(result.run_id, "train_loss")}
-    ) == [1, 2, 3, 4]
-    assert final_weights(result) == final_weights(short_on_ray)  # max_failures changes nothing that trains
+    history = MlflowClient(config.tracking.uri).get_metric_history(result.run_id, "train_loss")
+    steps = [m.step for m in history]
+    assert sorted(set(steps)) == [1, 2, 3, 4]
+    assert steps.count(1) == 1, f"a retry or the restart began again at epoch 1: {sorted(steps)}"
+    assert final_weights(result) == final_weights(short_on_ray[0])
 
 
 def test_unknown_strategy_and_missing_train_section(train_study):
@@ -205,7 +232,7 @@ def test_ddp_on_two_workers_trains_the_model_that_one_process_trains(train_study
     """The same batches on 2 DDP workers (4 images each, gradients averaged) and in one process (8 images):
     the same run up to batch-norm statistics, which DDP keeps per worker; another seed is far further away."""
     config, data = train_study
-    ddp = short_on_ray
+    ddp, _ = short_on_ray
     alone = train(config, "short", data, name="short-process", launcher="process")
     reseeded = config.model_copy(update={"train": config.train.model_copy(update={"seed": 11})})
     other_seed = train(reseeded, "short", data, name="short-seed11", launcher="process")
