@@ -7,7 +7,6 @@ import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import segmentation_models_pytorch as smp
 import torch
 
 from components.anatomy import PAPER, LandmarkSet, landmark_record, landmark_set_of
@@ -53,6 +52,10 @@ class UNetSettings:
 
 def make_unet(settings: UNetSettings = UNetSettings(), landmarks: LandmarkSet = PAPER) -> torch.nn.Module:
     """A U-Net mapping (B, 1, H, W) images to (B, N, H, W) heatmap logits, a channel per landmark of the set."""
+    # imported here, not at the top: smp brings timm and torchvision (about 2.5 s of imports), which every
+    # process that reads a config (a rendering actor, a command that never builds a model) would pay for
+    import segmentation_models_pytorch as smp
+
     channels = settings.decoder_channels or DECODER_CHANNELS[-settings.encoder_depth :]
     try:
         model = smp.Unet(
