@@ -77,4 +77,19 @@ def test_generate_shows_its_own_lines_and_logs_the_rest(tmp_path, tiny_config_pa
     assert not (tmp_path / "verbose" / console.LOG_NAME).exists()
 
 
-# A run on Ray Train relays its epochs to this terminal: tests/study/training/test_driver.py (on its run of 'short').
+@pytest.mark.slow
+def test_a_diverged_run_says_so_and_where_it_is_recorded(train_study, tmp_path, capsys, monkeypatch):
+    """The run diverges in its first epoch, whose line is its last. (A run on Ray Train relays its epochs to this
+    terminal the same way: tests/study/training/test_driver.py, on its run of 'short'.)"""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config, data = train_study
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(config.model_dump_json())  # JSON is YAML
+    name = "exploding-from-the-cli"
+    command = ["train", "--config", str(config_path), "--strategy", "exploding", "--data", str(data), "--name", name]
+    assert main(command) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("data set: ") and lines[1].startswith(f"{name}: training 'exploding' in this process")
+    assert lines[2].startswith("exploding epoch 1/2: diverged"), lines
+    assert lines[3].startswith(f"{name}: diverged after 1 epoch(s)")
+    assert lines[4].startswith(f"{name}: diverged (recorded as such in MLflow run ") and len(lines) == 5, lines
